@@ -1,0 +1,104 @@
+"""Passive presentation-attack detection: is the face in a frame live, or a print or screen?
+
+The default is the Silent-Face pair used as upstream uses it: MiniFASNetV2 on a crop of the
+face box scaled 2.7x and MiniFASNetV1SE on one scaled 4.0x, each resized to 80x80 BGR
+(0-255, not normalised), their softmax averaged; class 1 is live. The crop follows
+Silent-Face's ``CropImage``: the scaled box is shifted (not cut) to stay inside the image,
+and the scale is reduced when the image is too small to hold it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .runtime import OnnxModel
+
+
+@dataclass(frozen=True)
+class PadModelContract:
+    """How one anti-spoofing model wants its crop and which output class is live."""
+
+    scale: float
+    size: int
+    live_class: int
+    rgb: bool = False
+    divide: float = 1.0
+
+
+PAD_CONTRACTS = {
+    "minifasnet_v2": PadModelContract(scale=2.7, size=80, live_class=1),
+    "minifasnet_v1se": PadModelContract(scale=4.0, size=80, live_class=1),
+    "antispoofing_print_replay": PadModelContract(
+        scale=1.5, size=128, live_class=0, rgb=True, divide=255.0
+    ),
+}
+
+
+def scaled_crop_box(
+    image_shape: tuple[int, ...], box: np.ndarray, scale: float
+) -> tuple[int, int, int, int]:
+    """Silent-Face's crop: ``box`` (x1, y1, x2, y2) scaled around its centre, kept inside.
+
+    Returns integer ``(x1, y1, x2, y2)``, inclusive of ``x2, y2``.
+    """
+    src_h, src_w = image_shape[:2]
+    x, y = float(box[0]), float(box[1])
+    bw, bh = max(float(box[2] - box[0]), 1.0), max(float(box[3] - box[1]), 1.0)
+    scale = min((src_h - 1) / bh, (src_w - 1) / bw, scale)
+    nw, nh = bw * scale, bh * scale
+    cx, cy = x + bw / 2, y + bh / 2
+    x1, y1, x2, y2 = cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2
+    if x1 < 0:
+        x2 -= x1
+        x1 = 0
+    if y1 < 0:
+        y2 -= y1
+        y1 = 0
+    if x2 > src_w - 1:
+        x1 -= x2 - src_w + 1
+        x2 = src_w - 1
+    if y2 > src_h - 1:
+        y1 -= y2 - src_h + 1
+        y2 = src_h - 1
+    return int(x1), int(y1), int(x2), int(y2)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class PresentationAttackDetector:
+    """Live probability of a face, from an ensemble of anti-spoofing models.
+
+    Parameters
+    ----------
+    models : loaded models whose names are keys of :data:`PAD_CONTRACTS`; their live
+        probabilities are averaged.
+    """
+
+    def __init__(self, models: list[OnnxModel]) -> None:
+        self.models = models
+
+    def live_probability(self, image: np.ndarray, box: np.ndarray) -> float:
+        """Mean live probability over the ensemble for the face at ``box`` in ``image``."""
+        return float(np.mean(self.per_model(image, box)))
+
+    def per_model(self, image: np.ndarray, box: np.ndarray) -> list[float]:
+        """Each model's live probability for one face."""
+        out = []
+        for m in self.models:
+            c = PAD_CONTRACTS[m.name]
+            x1, y1, x2, y2 = scaled_crop_box(image.shape, box, c.scale)
+            crop = image[max(y1, 0) : y2 + 1, max(x1, 0) : x2 + 1]
+            crop = cv2.resize(crop, (c.size, c.size), interpolation=cv2.INTER_LINEAR)
+            if c.rgb:
+                crop = crop[:, :, ::-1]
+            x = crop.astype(np.float32).transpose(2, 0, 1)[None] / c.divide
+            logits = m.run(np.ascontiguousarray(x))[0][0]
+            out.append(float(_softmax(logits)[c.live_class]))
+        return out

@@ -1,0 +1,199 @@
+"""Dense landmarks, blendshapes and head pose per frame: MediaPipe Face Landmarker (Tasks API).
+
+The landmarker runs in VIDEO mode, which tracks the face from frame to frame instead of
+detecting it afresh each time. Instances are pooled and reused across ``verify`` calls (one
+costs ~0.1 s to create); before reuse an instance sees a blank frame, which drops its tracked
+face, so that nothing of one video leaks into the next.
+
+Head pose convention (degrees), in the video as recorded (not mirrored):
+
+* ``yaw`` > 0 when the person turns to **their own left** (the nose moves towards the right
+  of the image);
+* ``pitch`` > 0 when the person looks **up** (chin up);
+* ``roll`` > 0 when the head tilts clockwise in the image.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .video import Frame
+
+# Indices into the 478-point mesh used elsewhere in the library.
+NOSE_TIP = 1
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # the person's right / left
+RIGHT_EYE_INNER, LEFT_EYE_INNER = 133, 362
+MOUTH_RIGHT, MOUTH_LEFT = 61, 291
+RIGHT_IRIS, LEFT_IRIS = 468, 473
+
+
+@dataclass(frozen=True)
+class FaceMesh:
+    """Landmarker output for one frame (one face: the one tracked).
+
+    ``points`` are ``(478, 3)`` in pixels (x, y) with z in the same scale as x;
+    ``blendshapes`` maps the 52 ARKit-style names (``eyeBlinkLeft``, ``jawOpen``, ...) to
+    scores in [0, 1]; ``faces`` is how many faces the landmarker saw in the frame.
+    """
+
+    frame_index: int
+    t: float
+    points: np.ndarray = field(repr=False)
+    blendshapes: dict[str, float] = field(repr=False)
+    yaw: float
+    pitch: float
+    roll: float
+    faces: int = 1
+
+    @property
+    def box(self) -> np.ndarray:
+        """Tight ``(x1, y1, x2, y2)`` box around the mesh."""
+        xy = self.points[:, :2]
+        return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+
+    def five_points(self) -> np.ndarray:
+        """Eye centres, nose tip and mouth corners in ArcFace order (image left first)."""
+        p = self.points[:, :2]
+        right_eye = p[RIGHT_IRIS]
+        left_eye = p[LEFT_IRIS]
+        return np.stack([right_eye, left_eye, p[NOSE_TIP], p[MOUTH_RIGHT], p[MOUTH_LEFT]])
+
+
+def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
+    """``(yaw, pitch, roll)`` in degrees from the landmarker's 4x4 facial transformation matrix.
+
+    Signs follow the module convention (yaw > 0: the person's own left; pitch > 0: up). They
+    were fixed by checking, on LFW photos, that yaw grows with the nose's offset to the image
+    right of the eye midpoint and pitch with the nose rising towards eye level.
+    """
+    r = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    yaw = np.degrees(np.arctan2(r[0, 2], r[2, 2]))
+    pitch = np.degrees(np.arcsin(np.clip(r[1, 2], -1.0, 1.0)))
+    roll = np.degrees(np.arctan2(r[1, 0], r[1, 1]))
+    return float(yaw), float(pitch), float(roll)
+
+
+class FaceLandmarks:
+    """Pooled MediaPipe Face Landmarker instances in VIDEO mode.
+
+    Parameters
+    ----------
+    model_path : the ``face_landmarker.task`` bundle (read once into memory).
+    workers : frames are split into this many contiguous runs analysed in parallel (one
+        landmarker each); the landmarker uses one core per instance.
+    max_faces : faces the landmarker looks for; a second face is reported in ``faces``.
+    """
+
+    def __init__(self, model_path: str | Path, *, workers: int = 2, max_faces: int = 2) -> None:
+        self.model_bytes = Path(model_path).read_bytes()
+        self.workers = max(1, workers)
+        self.max_faces = max_faces
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        self._clock_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="landmarks")
+
+    def _create(self):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        opts = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_buffer=self.model_bytes),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=self.max_faces,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        return _Tracker(vision.FaceLandmarker.create_from_options(opts))
+
+    def _acquire(self) -> _Tracker:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            return self._create()
+
+    def warm_up(self) -> None:
+        """Create the pooled instances now, so that load time is not counted as analysis."""
+        trackers = [self._acquire() for _ in range(self.workers)]
+        for t in trackers:
+            self._pool.put(t)
+
+    def analyse(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
+        """One :class:`FaceMesh` (or ``None`` where no face was found) per frame, in order."""
+        if not frames:
+            return []
+        n = min(self.workers, max(1, len(frames) // 8))
+        bounds = np.linspace(0, len(frames), n + 1).round().astype(int)
+        runs = [frames[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        if n == 1:
+            return self._run(runs[0])
+        out: list[FaceMesh | None] = []
+        for part in self._executor.map(self._run, runs):
+            out.extend(part)
+        return out
+
+    def _run(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
+        tracker = self._acquire()
+        try:
+            return [tracker.process(f) for f in frames]
+        finally:
+            tracker.reset()
+            self._pool.put(tracker)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                break
+
+
+class _Tracker:
+    """One landmarker instance and its private, ever-increasing clock (VIDEO mode needs it)."""
+
+    def __init__(self, landmarker) -> None:
+        self.landmarker = landmarker
+        self.clock_ms = 0
+        self.offset_ms = 0
+        self.last_t_ms = 0
+
+    def _detect(self, rgb: np.ndarray, t_ms: int):
+        import mediapipe as mp
+
+        ts = max(self.offset_ms + t_ms, self.clock_ms + 1)
+        self.clock_ms = ts
+        return self.landmarker.detect_for_video(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts
+        )
+
+    def process(self, frame: Frame) -> FaceMesh | None:
+        h, w = frame.image.shape[:2]
+        rgb = np.ascontiguousarray(frame.image[:, :, ::-1])
+        result = self._detect(rgb, int(round(frame.t * 1000)))
+        if not result.face_landmarks:
+            return None
+        # With two faces, keep the larger: the subject holds the phone close to the face.
+        sizes = [max(p.x for p in lm) - min(p.x for p in lm) for lm in result.face_landmarks]
+        k = int(np.argmax(sizes))
+        pts = np.array(
+            [(p.x * w, p.y * h, p.z * w) for p in result.face_landmarks[k]], dtype=np.float32
+        )
+        shapes = {c.category_name: float(c.score) for c in result.face_blendshapes[k]}
+        yaw, pitch, roll = pose_from_matrix(np.array(result.facial_transformation_matrixes[k]))
+        return FaceMesh(
+            frame.index, frame.t, pts, shapes, yaw, pitch, roll, faces=len(result.face_landmarks)
+        )
+
+    def reset(self) -> None:
+        """Forget the tracked face: a blank frame, then a jump in time before the next video."""
+        self._detect(np.zeros((64, 64, 3), np.uint8), 0)
+        self.offset_ms = self.clock_ms + 10_000
+
+    def close(self) -> None:
+        self.landmarker.close()

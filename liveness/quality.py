@@ -1,0 +1,109 @@
+"""Per-frame face quality: size, sharpness, exposure and pose, and the choice of best frames.
+
+Measures are taken on the face box only, so a dark room behind a well-lit face is fine. The
+sharpness measure is the variance of the Laplacian of the face resized to a fixed height,
+so it does not depend on how large the face is in the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_SHARPNESS_HEIGHT = 128
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Gates below which a face is not good enough to compare or to judge.
+
+    The defaults were measured on the shared data (see ``benchmarks/README.md``): LFW and the
+    live videos pass them; the same videos darkened to a mean face brightness under 40 or
+    blurred with a 9-pixel Gaussian do not.
+    """
+
+    min_face_px: float = 60.0
+    min_brightness: float = 45.0
+    max_brightness: float = 225.0
+    max_clipped: float = 0.35
+    min_sharpness: float = 25.0
+    max_yaw: float = 35.0
+    max_pitch: float = 30.0
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """Quality measures of one face in one frame."""
+
+    face_px: float
+    brightness: float
+    clipped: float
+    sharpness: float
+    yaw: float = 0.0
+    pitch: float = 0.0
+
+    def problems(self, th: QualityThresholds) -> list[str]:
+        """Names of the gates this face fails: ``small``, ``dark``, ``bright``, ``blur``,
+        ``pose``."""
+        out = []
+        if self.face_px < th.min_face_px:
+            out.append("small")
+        if self.brightness < th.min_brightness:
+            out.append("dark")
+        if self.brightness > th.max_brightness or self.clipped > th.max_clipped:
+            out.append("bright")
+        if self.sharpness < th.min_sharpness:
+            out.append("blur")
+        if abs(self.yaw) > th.max_yaw or abs(self.pitch) > th.max_pitch:
+            out.append("pose")
+        return out
+
+    def score(self, th: QualityThresholds) -> float:
+        """A [0, 1] figure for ranking frames: frontal, sharp and well exposed is best."""
+        frontal = max(0.0, 1.0 - (abs(self.yaw) / 45.0) ** 2 - (abs(self.pitch) / 40.0) ** 2)
+        sharp = min(1.0, self.sharpness / (4 * th.min_sharpness))
+        exposure = 1.0 - min(1.0, abs(self.brightness - 130.0) / 130.0)
+        size = min(1.0, self.face_px / (2 * th.min_face_px))
+        return float(frontal * (0.5 + 0.5 * sharp) * (0.5 + 0.5 * exposure) * size)
+
+
+def measure(
+    image: np.ndarray, box: np.ndarray, yaw: float = 0.0, pitch: float = 0.0
+) -> FaceQuality:
+    """Quality of the face inside ``box`` (x1, y1, x2, y2) of a BGR image."""
+    h, w = image.shape[:2]
+    x1, y1 = int(max(0, np.floor(box[0]))), int(max(0, np.floor(box[1])))
+    x2, y2 = int(min(w, np.ceil(box[2]))), int(min(h, np.ceil(box[3])))
+    face_px = float(min(box[2] - box[0], box[3] - box[1]))
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        return FaceQuality(face_px, 0.0, 0.0, 0.0, yaw, pitch)
+    grey = cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    brightness = float(grey.mean())
+    clipped = float(np.mean(grey >= 250))
+    scale = _SHARPNESS_HEIGHT / grey.shape[0]
+    fixed = cv2.resize(
+        grey,
+        (max(4, round(grey.shape[1] * scale)), _SHARPNESS_HEIGHT),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
+    sharpness = float(cv2.Laplacian(fixed, cv2.CV_64F).var())
+    return FaceQuality(face_px, brightness, clipped, sharpness, yaw, pitch)
+
+
+def best_frames(
+    scores: list[float], times: list[float], k: int = 3, min_gap_s: float = 0.5
+) -> list[int]:
+    """Indices of up to ``k`` highest-scoring frames at least ``min_gap_s`` apart (so that
+    one blurry moment or one blink does not supply every frame)."""
+    order = np.argsort(-np.asarray(scores, float), kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if scores[i] <= 0:
+            break
+        if all(abs(times[i] - times[j]) >= min_gap_s for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == k:
+            break
+    return chosen

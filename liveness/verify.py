@@ -1,0 +1,447 @@
+"""The pipeline: video -> detect -> landmarks -> quality -> align -> embed -> match,
+presentation attack, challenge -> decision.
+
+:class:`Verifier` loads each model once and is safe to share between threads: every call
+keeps its frames and evidence to itself, ONNX Runtime sessions run concurrently, and the
+landmarker instances are pooled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import models as registry
+from .align import align_face
+from .attack import PresentationAttackDetector
+from .decision import MatchCalibration, Policy, decide
+from .detect import Face, FaceDetector
+from .embed import FaceEmbedder, cosine
+from .errors import InputError
+from .landmarks import FaceLandmarks, FaceMesh
+from .quality import FaceQuality, QualityThresholds, best_frames, measure
+from .reasons import Reason, ReasonCode
+from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
+from .runtime import Runtime
+from .track import identity_spread, other_faces, subject_face
+from .video import Video, VideoLimits, load_image, load_video
+
+# Quality problems (see quality.FaceQuality.problems) and the reason each one gives.
+_QUALITY_REASONS = {
+    "dark": ReasonCode.LOW_QUALITY_DARK,
+    "bright": ReasonCode.LOW_QUALITY_BRIGHT,
+    "blur": ReasonCode.LOW_QUALITY_BLUR,
+    "small": ReasonCode.FACE_TOO_SMALL,
+    "pose": ReasonCode.POSE_NOT_FRONTAL,
+}
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """Tunable parts of the pipeline. Defaults are the measured ones."""
+
+    sample_fps: float = 15.0
+    limits: VideoLimits = field(default_factory=VideoLimits)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    policy: Policy = field(default_factory=Policy)
+    embedder: str = "w600k_mbf"
+    pad_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")
+    best_k: int = 3
+    keyframe_every_s: float = 1.0
+    min_face_fraction: float = 0.6
+    subject_min_similarity: float = 0.25
+    landmark_workers: int = 2
+
+
+@dataclass
+class Reference:
+    """A reference face as a template: the embedding and how it was made (no pixels).
+
+    ``problems`` lists why it cannot be used (empty when usable).
+    """
+
+    embedding: np.ndarray
+    model: str
+    model_sha256: str
+    quality: FaceQuality | None
+    problems: list[str]
+    faces_found: int
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        q = self.quality
+        return {
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "embedding": [float(x) for x in self.embedding],
+            "faces_found": self.faces_found,
+            "problems": list(self.problems),
+            "quality": None if q is None else q.__dict__.copy(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Reference:
+        q = d.get("quality")
+        return cls(
+            np.asarray(d["embedding"], np.float32),
+            d["model"],
+            d["model_sha256"],
+            FaceQuality(**q) if q else None,
+            list(d.get("problems", [])),
+            int(d.get("faces_found", 1)),
+        )
+
+
+class ReferenceUnusableError(InputError):
+    """The reference photo has no single usable face; ``reference.problems`` says why."""
+
+    def __init__(self, message: str, reference: Reference) -> None:
+        super().__init__(message)
+        self.reference = reference
+
+
+class Verifier:
+    """Verifies selfie videos against reference photos.
+
+    Parameters
+    ----------
+    model_dir : directory with the model files (else ``LIVENESS_MODEL_DIR``, the cache).
+    config : :class:`VerifierConfig`.
+    providers : ONNX Runtime providers (``None``: best available).
+    calibration : a :class:`MatchCalibration` for the embedder (default: the shipped one).
+    runtime : share a :class:`Runtime` between verifiers.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None = None,
+        *,
+        config: VerifierConfig | None = None,
+        providers: list[str] | None = None,
+        calibration: MatchCalibration | None = None,
+        runtime: Runtime | None = None,
+        allow_download: bool | None = None,
+    ) -> None:
+        self.config = config or VerifierConfig()
+        self.runtime = runtime or Runtime(
+            model_dir, providers=providers, allow_download=allow_download
+        )
+        t = time.perf_counter()
+        rt = self.runtime
+        self.detector = FaceDetector(rt.onnx("yunet"))
+        self.embedder = FaceEmbedder(rt.onnx(self.config.embedder))
+        self.pad = PresentationAttackDetector([rt.onnx(n) for n in self.config.pad_models])
+        self.landmarks = FaceLandmarks(
+            rt.path("face_landmarker"), workers=self.config.landmark_workers
+        )
+        self.landmarks.warm_up()
+        self._calibration = calibration
+        self.load_s = time.perf_counter() - t
+
+    @property
+    def calibration(self) -> MatchCalibration:
+        """The similarity calibration of the embedder (loaded on first use)."""
+        if self._calibration is None:
+            self._calibration = MatchCalibration.load(model=self.config.embedder)
+        return self._calibration
+
+    # -- reference ---------------------------------------------------------------------
+
+    def enroll(self, image, *, require_usable: bool = False) -> Reference:
+        """Make a :class:`Reference` template from a photo (path, bytes or BGR array).
+
+        Exactly one clear face is required: no face, two faces of similar size, or a face
+        too small, dark or blurred makes it unusable. With ``require_usable`` an unusable
+        photo raises :class:`ReferenceUnusableError`.
+        """
+        img = load_image(image)
+        faces = self.detector.detect(img)
+        problems: list[str] = []
+        quality = None
+        emb = np.zeros(0, np.float32)
+        main = max(faces, key=lambda f: f.size) if faces else None
+        if main is None:
+            problems.append("no face found")
+        else:
+            if other_faces(faces, main, min_relative_size=0.5, min_score=0.6):
+                problems.append("more than one face")
+            quality = measure(img, main.box)
+            th = self.config.quality
+            for p in quality.problems(th):
+                problems.append(
+                    {
+                        "small": "face too small",
+                        "dark": "too dark",
+                        "bright": "over-exposed",
+                        "blur": "blurred",
+                        "pose": "not frontal",
+                    }[p]
+                )
+            emb = self.embedder.embed([align_face(img, main.points)])[0]
+        m = self.embedder.model
+        ref = Reference(emb, m.name, m.sha256, quality, problems, len(faces))
+        if require_usable and problems:
+            raise ReferenceUnusableError(
+                "the reference photo cannot be used: " + ", ".join(problems), ref
+            )
+        return ref
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, video, reference, *, fps: float | None = None) -> VerificationResult:
+        """Verify that ``video`` shows a live person who matches ``reference``.
+
+        ``video`` is a path, bytes or frames (see :func:`liveness.video.load_video`);
+        ``reference`` a :class:`Reference` or a photo. Unreadable input raises an
+        :class:`~liveness.errors.InputError`; problems with the faces give a ``reject`` or
+        ``review`` result with reasons.
+        """
+        cfg = self.config
+        timings: dict[str, float] = {}
+        clock = _Clock(timings)
+        with clock("reference"):
+            ref = reference if isinstance(reference, Reference) else self.enroll(reference)
+        with clock("video"):
+            video = load_video(video, sample_fps=cfg.sample_fps, limits=cfg.limits, fps=fps)
+        out = _Evidence(video=_video_info(video), reference=_reference_info(ref))
+        if not ref.usable:
+            out.reasons.append(
+                Reason.of(ReasonCode.REFERENCE_UNUSABLE, "reject", detail=", ".join(ref.problems))
+            )
+            return self._finish(out, timings, clock)
+        if ref.model != self.embedder.model.name:
+            raise InputError(
+                f"the reference was made with {ref.model}; this verifier "
+                f"uses {self.embedder.model.name}"
+            )
+        with clock("landmarks"):
+            meshes = self.landmarks.analyse(video.frames)
+        self._analyse(video, meshes, ref, out, clock)
+        return self._finish(out, timings, clock)
+
+    def _analyse(
+        self,
+        video: Video,
+        meshes: list[FaceMesh | None],
+        ref: Reference,
+        out: _Evidence,
+        clock: _Clock,
+    ) -> None:
+        cfg = self.config
+        frames = video.frames
+        present = [i for i, m in enumerate(meshes) if m is not None]
+        out.quality["face_fraction"] = len(present) / len(frames)
+        if not present:
+            out.reasons.append(Reason.of(ReasonCode.NO_FACE))
+            return
+        if len(present) / len(frames) < cfg.min_face_fraction:
+            out.reasons.append(Reason.of(ReasonCode.FACE_LOST))
+
+        with clock("quality"):
+            q = {
+                i: measure(frames[i].image, meshes[i].box, meshes[i].yaw, meshes[i].pitch)
+                for i in present
+            }
+            problems = {i: q[i].problems(cfg.quality) for i in present}
+            good = [i for i in present if not problems[i]]
+            scores = [q[i].score(cfg.quality) if i in good else 0.0 for i in present]
+            best = [
+                present[k] for k in best_frames(scores, [frames[i].t for i in present], cfg.best_k)
+            ]
+        out.quality.update(_quality_summary(q, problems, good))
+        if not best:
+            counts = Counter(p for i in present for p in problems[i])
+            for name, _ in counts.most_common(2):
+                out.reasons.append(Reason.of(_QUALITY_REASONS[name]))
+            return
+
+        # Keyframes: the best frames, plus one a second over the whole recording, are where
+        # YuNet looks for other faces and where identity is followed.
+        keyframes = sorted(set(best) | set(_every(present, frames, cfg.keyframe_every_s)))
+        with clock("detect"):
+            detections = {i: self.detector.detect(frames[i].image) for i in keyframes}
+        subject: dict[int, Face] = {}
+        crowd = 0
+        for i in keyframes:
+            s = subject_face(detections[i], meshes[i].box)
+            if s is not None:
+                subject[i] = s
+                if other_faces(detections[i], s):
+                    crowd += 1
+            elif detections[i] and any(f.score >= 0.8 for f in detections[i]):
+                crowd += 1  # a face, but not where the landmarks put the subject
+        out.quality["keyframes"] = len(keyframes)
+        out.quality["keyframes_with_other_faces"] = crowd
+        if crowd:
+            out.reasons.append(Reason.of(ReasonCode.MULTIPLE_FACES))
+
+        with clock("embed"):
+            usable = [i for i in keyframes if i in subject and (i in best or i in good)]
+            aligned = [align_face(frames[i].image, subject[i].points) for i in usable]
+            emb = dict(zip(usable, self.embedder.embed(aligned), strict=True))
+        spread = identity_spread(np.stack([emb[i] for i in usable])) if usable else 1.0
+        out.quality["identity_min_similarity"] = spread
+        if spread < cfg.subject_min_similarity:
+            out.reasons.append(Reason.of(ReasonCode.SUBJECT_CHANGED))
+
+        probe_frames = [i for i in best if i in emb]
+        if not probe_frames:
+            out.reasons.append(Reason.of(ReasonCode.NO_FACE))
+            return
+        probe = np.mean([emb[i] for i in probe_frames], axis=0)
+        sim = cosine(probe, ref.embedding)
+        out.fmr = self.calibration.fmr_at(sim)
+        out.match = MatchEvidence(
+            similarity=sim,
+            fmr_estimate=out.fmr,
+            accept_threshold=self.calibration.threshold_for(cfg.policy.accept_fmr),
+            frames_compared=[frames[i].t for i in probe_frames],
+        )
+
+        with clock("attack"):
+            pad_frames = [i for i in usable]
+            per = [
+                (frames[i].t, self.pad.live_probability(frames[i].image, subject[i].box))
+                for i in pad_frames
+            ]
+        model_score = float(np.mean([p for _, p in per]))
+        out.live = model_score
+        out.liveness = LivenessEvidence(
+            score=model_score,
+            model_score=model_score,
+            per_frame=[{"t": t, "live": p} for t, p in per],
+        )
+
+    def _finish(self, out: _Evidence, timings: dict, clock: _Clock) -> VerificationResult:
+        with clock("decision"):
+            d = decide(
+                self.config.policy,
+                blocking=out.reasons,
+                fmr=out.fmr,
+                live=out.live,
+                challenge_ok=out.challenge_ok,
+            )
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        return VerificationResult(
+            decision=d.decision,
+            score=d.score,
+            reasons=d.reasons,
+            match=out.match,
+            liveness=out.liveness,
+            quality=out.quality,
+            video=out.video,
+            timings_ms={k: round(v, 2) for k, v in timings.items()},
+            models=self.models_used(),
+            reference=out.reference,
+        )
+
+    def models_used(self) -> dict[str, ModelUse]:
+        """Each model this verifier runs: file hash, ONNX Runtime provider, license."""
+        out = {}
+        for name, m in self.runtime.loaded().items():
+            out[name] = ModelUse(name, m.sha256, m.provider, registry.spec(name).license)
+        lm = registry.spec("face_landmarker")
+        out[lm.name] = ModelUse(lm.name, lm.sha256, "mediapipe (XNNPACK CPU)", lm.license)
+        return out
+
+    def close(self) -> None:
+        """Release the landmarker instances and worker threads."""
+        self.landmarks.close()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class _Evidence:
+    """What one verify call has found so far (private to the call)."""
+
+    video: dict
+    reference: dict
+    reasons: list[Reason] = field(default_factory=list)
+    quality: dict = field(default_factory=dict)
+    match: MatchEvidence = field(default_factory=MatchEvidence)
+    liveness: LivenessEvidence = field(default_factory=LivenessEvidence)
+    fmr: float | None = None
+    live: float | None = None
+    challenge_ok: bool | None = None
+
+
+class _Clock:
+    """Adds the wall time of each ``with clock("stage"):`` block to ``timings`` (ms)."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    def __call__(self, stage: str) -> _Clock:
+        self._stage = stage
+        return self
+
+    def __enter__(self) -> None:
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        ms = (time.perf_counter() - self._t) * 1000
+        self.timings[self._stage] = self.timings.get(self._stage, 0.0) + ms
+
+
+def _every(present: list[int], frames, every_s: float) -> list[int]:
+    out, next_t = [], -1.0
+    for i in present:
+        if frames[i].t >= next_t:
+            out.append(i)
+            next_t = frames[i].t + every_s
+    return out
+
+
+def _video_info(v: Video) -> dict:
+    return {
+        "duration_s": v.duration_s,
+        "fps": v.fps,
+        "width": v.width,
+        "height": v.height,
+        "frames_decoded": v.frames_decoded,
+        "frames_analysed": len(v.frames),
+        "rotation": v.rotation,
+        "sha256": v.sha256,
+    }
+
+
+def _reference_info(r: Reference) -> dict:
+    return {
+        "usable": r.usable,
+        "problems": list(r.problems),
+        "faces_found": r.faces_found,
+        "model": r.model,
+    }
+
+
+def _quality_summary(
+    q: dict[int, FaceQuality], problems: dict[int, list[str]], good: list[int]
+) -> dict:
+    vals = list(q.values())
+    counts = Counter(p for ps in problems.values() for p in ps)
+    return {
+        "frames_with_face": len(q),
+        "frames_passing": len(good),
+        "problems": dict(counts),
+        "median_face_px": float(np.median([v.face_px for v in vals])),
+        "median_brightness": float(np.median([v.brightness for v in vals])),
+        "median_sharpness": float(np.median([v.sharpness for v in vals])),
+    }
+
+
+def models_dir_hint() -> str:
+    """Where models are looked for, for error messages."""
+    return ", ".join(str(p) for p in registry.search_dirs()) or str(Path.cwd())
