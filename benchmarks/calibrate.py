@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
     from liveness.verify import VerifierConfig
 
     v = Verifier(args.model_dir, config=VerifierConfig(embedder=args.embedder))
+    try:
+        return _run(args, v)
+    finally:
+        v.close()
+
+
+def _run(args, v: Verifier) -> dict:
     names, embs, missing = [], [], 0
     t0 = time.perf_counter()
     items = pair_images(args.pairs)

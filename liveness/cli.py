@@ -6,6 +6,7 @@ Exit status: 0 accept; 1 review or reject; 2 unusable input or setup (one line o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.add_argument("--model-dir", help=f"model directory (default ${models.MODEL_DIR_ENV})")
     v.add_argument("--providers", help="ONNX Runtime providers, comma separated (e.g. cuda,cpu)")
+    v.add_argument("--verbose", action="store_true", help="keep native libraries' log output")
 
     m = sub.add_parser("models", help="list or check the model files")
     m.add_argument("action", choices=["list", "check"])
@@ -51,12 +53,32 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+@contextlib.contextmanager
+def quiet_native_stderr(enabled: bool = True):
+    """Silence what native libraries (MediaPipe's glog, TFLite) write to file descriptor 2,
+    so that the CLI's stderr holds only its own one-line messages."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _verify(args) -> int:
     from .verify import Verifier
 
     providers = args.providers.split(",") if args.providers else None
-    with Verifier(args.model_dir, providers=providers) as verifier:
-        result = verifier.verify(args.video, args.reference)
+    with quiet_native_stderr(not args.verbose):
+        with Verifier(args.model_dir, providers=providers) as verifier:
+            result = verifier.verify(args.video, args.reference)
     if args.json:
         print(result.to_json())
     else:

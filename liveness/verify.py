@@ -52,8 +52,11 @@ class VerifierConfig:
     embedder: str = "w600k_mbf"
     pad_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")
     best_k: int = 3
-    keyframe_every_s: float = 1.0
+    keyframe_every_s: float = 1.5
+    max_pad_frames: int = 6
     min_face_fraction: float = 0.6
+    min_good_frames: int = 3
+    min_good_fraction: float = 0.2
     subject_min_similarity: float = 0.25
     landmark_workers: int = 2
 
@@ -257,7 +260,9 @@ class Verifier:
                 present[k] for k in best_frames(scores, [frames[i].t for i in present], cfg.best_k)
             ]
         out.quality.update(_quality_summary(q, problems, good))
-        if not best:
+        # A face that is good in only a moment or two of the recording is not a fair basis
+        # for a decision: ask for a better recording, naming the commonest problems.
+        if len(good) < max(cfg.min_good_frames, cfg.min_good_fraction * len(present)):
             counts = Counter(p for i in present for p in problems[i])
             for name, _ in counts.most_common(2):
                 out.reasons.append(Reason.of(_QUALITY_REASONS[name]))
@@ -307,7 +312,7 @@ class Verifier:
         )
 
         with clock("attack"):
-            pad_frames = [i for i in usable]
+            pad_frames = _spread(usable, best, cfg.max_pad_frames)
             per = [
                 (frames[i].t, self.pad.live_probability(frames[i].image, subject[i].box))
                 for i in pad_frames
@@ -403,6 +408,16 @@ def _every(present: list[int], frames, every_s: float) -> list[int]:
             out.append(i)
             next_t = frames[i].t + every_s
     return out
+
+
+def _spread(candidates: list[int], first: list[int], k: int) -> list[int]:
+    """``first`` (those in ``candidates``), then others evenly spread, ``k`` at most."""
+    chosen = [i for i in first if i in candidates][:k]
+    rest = [i for i in candidates if i not in chosen]
+    if rest and len(chosen) < k:
+        picks = np.linspace(0, len(rest) - 1, min(k - len(chosen), len(rest))).round()
+        chosen += [rest[int(p)] for p in picks]
+    return sorted(set(chosen))
 
 
 def _video_info(v: Video) -> dict:
