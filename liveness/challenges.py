@@ -38,37 +38,11 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
+from .actions import ACTION_PHRASES, Action
 from .landmarks import FaceMesh
-
-
-class Action(str, Enum):
-    """Action kinds; the values are the plain strings used everywhere else."""
-
-    BLINK = "blink"
-    TURN_LEFT = "turn_left"
-    TURN_RIGHT = "turn_right"
-    LOOK_UP = "look_up"
-    LOOK_DOWN = "look_down"
-    SMILE = "smile"
-    OPEN_MOUTH = "open_mouth"
-
-
-ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
-
-# What to tell the user when a step is missing: "We did not see you <phrase>".
-ACTION_PHRASES: dict[str, str] = {
-    "blink": "blink",
-    "turn_left": "turn your head to your left",
-    "turn_right": "turn your head to your right",
-    "look_up": "look up",
-    "look_down": "look down",
-    "smile": "smile",
-    "open_mouth": "open your mouth",
-}
 
 # Eye landmarks (the person's right / left eye): corners, then three upper/lower lid pairs.
 _RIGHT_EYE = (33, 133, ((160, 144), (159, 145), (158, 153)))

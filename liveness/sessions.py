@@ -31,7 +31,7 @@ without ``=`` padding. The payload holds ``v`` (1), ``kid``, ``sid`` (session id
 ``account`` (or null), ``actions``, ``iat`` and ``exp`` (UTC epoch seconds). The payload is
 signed, not encrypted: the client may read its own actions, which it has to show anyway.
 
-This module uses the standard library only.
+This module uses the standard library only (and :mod:`liveness.actions`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from .actions import INSTRUCTIONS, Action
 
 __all__ = [
     "ENV_KEY",
@@ -208,33 +209,6 @@ class KeyMissingError(KeyConfigError):
 # Actions
 # --------------------------------------------------------------------------------------------
 
-
-class Action(str, Enum):
-    """One thing the person is asked to do in the video.
-
-    Directions are the person's own: ``turn_left`` means the person turns towards *their*
-    left, whatever the preview shows. In an unmirrored front-camera frame (what the camera
-    records) the nose then moves towards the right edge of the image.
-    """
-
-    BLINK = "blink"
-    TURN_LEFT = "turn_left"
-    TURN_RIGHT = "turn_right"
-    LOOK_UP = "look_up"
-    LOOK_DOWN = "look_down"
-    SMILE = "smile"
-    OPEN_MOUTH = "open_mouth"
-
-
-INSTRUCTIONS: Mapping[Action, str] = {
-    Action.BLINK: "Blink your eyes",
-    Action.TURN_LEFT: "Turn your head to your left",
-    Action.TURN_RIGHT: "Turn your head to your right",
-    Action.LOOK_UP: "Look up",
-    Action.LOOK_DOWN: "Look down",
-    Action.SMILE: "Smile",
-    Action.OPEN_MOUTH: "Open your mouth",
-}
 
 MAX_ACTIONS = 10
 MAX_TTL = 3600
