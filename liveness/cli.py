@@ -13,6 +13,9 @@ import sys
 
 from . import models
 from .errors import LivenessError
+from .sessions import ENV_KEY, ChallengeGate, KeyConfigError, Keyring, SQLiteSessionStore
+
+DEFAULT_STORE = "liveness-sessions.sqlite3"
 
 EXIT_ACCEPT, EXIT_NOT_ACCEPTED, EXIT_ERROR = 0, 1, 2
 
@@ -28,6 +31,27 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--model-dir", help=f"model directory (default ${models.MODEL_DIR_ENV})")
     v.add_argument("--providers", help="ONNX Runtime providers, comma separated (e.g. cuda,cpu)")
     v.add_argument("--verbose", action="store_true", help="keep native libraries' log output")
+    v.add_argument("--challenge", metavar="TOKEN", help="the token from 'liveness challenge new'")
+    v.add_argument("--store", default=DEFAULT_STORE, help="session store (SQLite file)")
+    v.add_argument("--key-file", help=f"signing key file (else ${ENV_KEY})")
+    v.add_argument("--mirrored", action="store_true", help="the video is a mirrored preview")
+
+    c = sub.add_parser("challenge", help="issue a challenge session")
+    csub = c.add_subparsers(dest="challenge_command", required=True)
+    n = csub.add_parser("new", help="draw a random action sequence and print its token")
+    n.add_argument("--actions", type=int, default=3, help="number of actions (default 3)")
+    n.add_argument("--ttl", type=int, default=120, help="seconds the session is valid")
+    n.add_argument("--store", default=DEFAULT_STORE, help="session store (SQLite file)")
+    n.add_argument("--key-file", help=f"signing key file (else ${ENV_KEY})")
+    n.add_argument("--account", help="account the session is for (rate limits count per account)")
+    n.add_argument("--exclude", default="", help="actions never to ask for, comma separated")
+
+    i = sub.add_parser("inspect", help="list every action the detectors find in a video")
+    i.add_argument("video")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--model-dir")
+    i.add_argument("--mirrored", action="store_true")
+    i.add_argument("--verbose", action="store_true")
 
     m = sub.add_parser("models", help="list or check the model files")
     m.add_argument("action", choices=["list", "check"])
@@ -45,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return _verify(args)
+        if args.command == "challenge":
+            return _challenge_new(args)
+        if args.command == "inspect":
+            return _inspect(args)
         return _models(args)
-    except LivenessError as exc:
+    except (LivenessError, KeyConfigError) as exc:
         print(f"liveness: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -76,9 +104,14 @@ def _verify(args) -> int:
     from .verify import Verifier
 
     providers = args.providers.split(",") if args.providers else None
+    gate = None
+    if args.challenge:
+        gate = ChallengeGate(Keyring.load(args.key_file), SQLiteSessionStore(args.store))
     with quiet_native_stderr(not args.verbose):
-        with Verifier(args.model_dir, providers=providers) as verifier:
-            result = verifier.verify(args.video, args.reference)
+        with Verifier(args.model_dir, providers=providers, challenges=gate) as verifier:
+            result = verifier.verify(
+                args.video, args.reference, challenge=args.challenge, mirrored=args.mirrored
+            )
     if args.json:
         print(result.to_json())
     else:
@@ -94,6 +127,60 @@ def _verify(args) -> int:
             print(f"  {r.code.value}: {r.message}")
         print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()))
     return EXIT_ACCEPT if result.accepted else EXIT_NOT_ACCEPTED
+
+
+def _challenge_new(args) -> int:
+    gate = ChallengeGate(Keyring.load(args.key_file), SQLiteSessionStore(args.store))
+    exclude = [a.strip() for a in args.exclude.split(",") if a.strip()]
+    try:
+        issued = gate.issue(
+            account=args.account, actions=args.actions, ttl=args.ttl, exclude=exclude
+        )
+    except ValueError as exc:
+        raise LivenessError(str(exc)) from exc
+    print(json.dumps(issued.to_dict()))
+    return 0
+
+
+def _inspect(args) -> int:
+    from .challenges import detect_actions
+    from .landmarks import FaceLandmarks
+    from .video import load_video
+
+    with quiet_native_stderr(not args.verbose):
+        video = load_video(args.video)
+        lm = FaceLandmarks(models.resolve("face_landmarker", model_dir=args.model_dir))
+        try:
+            meshes = lm.analyse(video.frames)
+        finally:
+            lm.close()
+    events = detect_actions(meshes, mirrored=args.mirrored)
+    found = [
+        {
+            "kind": e.kind,
+            "start": round(e.start, 3),
+            "peak": round(e.peak, 3),
+            "end": round(e.end, 3),
+            "confidence": round(e.confidence, 3),
+        }
+        for e in events
+    ]
+    report = {
+        "video": args.video,
+        "duration_s": round(video.duration_s, 3),
+        "frames_analysed": len(video.frames),
+        "frames_with_face": sum(m is not None for m in meshes),
+        "actions": found,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for a in found:
+            print(
+                f"{a['kind']:11} start {a['start']:6.2f} s  peak {a['peak']:6.2f} s  "
+                f"end {a['end']:6.2f} s  confidence {a['confidence']:.2f}"
+            )
+    return 0
 
 
 def _models(args) -> int:

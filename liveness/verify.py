@@ -19,15 +19,17 @@ import numpy as np
 from . import models as registry
 from .align import align_face
 from .attack import PresentationAttackDetector
+from .challenges import ActionEvent, check_sequence, detect_actions
 from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
 from .embed import FaceEmbedder, cosine
-from .errors import InputError
+from .errors import InputError, SetupError
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
+from .sessions import ChallengeClaims, ChallengeGate, SessionError, verify_token
 from .track import identity_spread, other_faces, subject_face
 from .video import Video, VideoLimits, load_image, load_video
 
@@ -59,6 +61,10 @@ class VerifierConfig:
     min_good_fraction: float = 0.2
     subject_min_similarity: float = 0.25
     landmark_workers: int = 2
+    # Passive motion evidence: a recording at least this long in which the face neither
+    # blinks nor changes expression is not accepted without review (a photo held up).
+    motion_check_min_s: float = 3.0
+    min_expression_motion: float = 0.04
 
 
 @dataclass
@@ -119,6 +125,8 @@ class Verifier:
     model_dir : directory with the model files (else ``LIVENESS_MODEL_DIR``, the cache).
     config : :class:`VerifierConfig`.
     providers : ONNX Runtime providers (``None``: best available).
+    challenges : a :class:`~liveness.sessions.ChallengeGate` (keyring + session store);
+        needed to verify videos recorded for a server-issued challenge.
     calibration : a :class:`MatchCalibration` for the embedder (default: the shipped one).
     runtime : share a :class:`Runtime` between verifiers.
     """
@@ -132,8 +140,10 @@ class Verifier:
         calibration: MatchCalibration | None = None,
         runtime: Runtime | None = None,
         allow_download: bool | None = None,
+        challenges: ChallengeGate | None = None,
     ) -> None:
         self.config = config or VerifierConfig()
+        self.challenges = challenges
         self.runtime = runtime or Runtime(
             model_dir, providers=providers, allow_download=allow_download
         )
@@ -199,27 +209,56 @@ class Verifier:
 
     # -- verification ------------------------------------------------------------------
 
-    def verify(self, video, reference, *, fps: float | None = None) -> VerificationResult:
+    def verify(
+        self,
+        video,
+        reference,
+        *,
+        fps: float | None = None,
+        challenge: str | None = None,
+        mirrored: bool = False,
+        now: float | None = None,
+    ) -> VerificationResult:
         """Verify that ``video`` shows a live person who matches ``reference``.
 
         ``video`` is a path, bytes or frames (see :func:`liveness.video.load_video`);
-        ``reference`` a :class:`Reference` or a photo. Unreadable input raises an
-        :class:`~liveness.errors.InputError`; problems with the faces give a ``reject`` or
-        ``review`` result with reasons.
+        ``reference`` a :class:`Reference` or a photo. ``challenge`` is the token from
+        :meth:`~liveness.sessions.ChallengeGate.issue`: it is checked (signature, expiry,
+        one use, video never seen before) and its actions must be found, in order, in the
+        recording. ``mirrored`` says the recording is a mirrored front-camera preview
+        (left and right swapped). Unreadable input raises an
+        :class:`~liveness.errors.InputError`; problems with the faces or the session give a
+        ``reject`` or ``review`` result with reasons.
         """
         cfg = self.config
         timings: dict[str, float] = {}
         clock = _Clock(timings)
+        claims: ChallengeClaims | None = None
+        if challenge is not None:
+            if self.challenges is None:
+                raise SetupError(
+                    "a challenge token needs a Verifier made with challenges="
+                    "ChallengeGate(keyring, store)"
+                )
+            try:  # signature and expiry first: a forged token costs no decoding
+                verify_token(self.challenges.keyring, challenge, now=now)
+            except SessionError as exc:
+                return self._session_refused(exc, timings, clock)
         with clock("reference"):
             ref = reference if isinstance(reference, Reference) else self.enroll(reference)
         with clock("video"):
             video = load_video(video, sample_fps=cfg.sample_fps, limits=cfg.limits, fps=fps)
+        if challenge is not None:
+            try:
+                claims = self.challenges.begin(challenge, video.sha256, now)
+            except SessionError as exc:
+                return self._session_refused(exc, timings, clock)
         out = _Evidence(video=_video_info(video), reference=_reference_info(ref))
         if not ref.usable:
             out.reasons.append(
                 Reason.of(ReasonCode.REFERENCE_UNUSABLE, "reject", detail=", ".join(ref.problems))
             )
-            return self._finish(out, timings, clock)
+            return self._finish(out, timings, clock, claims, now)
         if ref.model != self.embedder.model.name:
             raise InputError(
                 f"the reference was made with {ref.model}; this verifier "
@@ -227,8 +266,78 @@ class Verifier:
             )
         with clock("landmarks"):
             meshes = self.landmarks.analyse(video.frames)
+        with clock("actions"):
+            events = detect_actions(meshes, mirrored=mirrored)
+        out.liveness.temporal = _motion_evidence(meshes, events)
+        if claims is not None:
+            self._check_challenge(claims, events, video, out)
         self._analyse(video, meshes, ref, out, clock)
-        return self._finish(out, timings, clock)
+        self._motion_gate(video, out)
+        return self._finish(out, timings, clock, claims, now)
+
+    def _session_refused(self, exc: SessionError, timings: dict, clock: _Clock):
+        out = _Evidence(video={}, reference={})
+        out.reasons.append(Reason.of(ReasonCode(exc.code), "reject", message=str(exc)))
+        return self._finish(out, timings, clock, None, None)
+
+    def _check_challenge(
+        self, claims: ChallengeClaims, events: list[ActionEvent], video: Video, out: _Evidence
+    ) -> None:
+        """Find the session's actions, in order, inside the recording."""
+        seq = check_sequence(events, claims.actions, window=(0.0, video.duration_s + 0.5))
+        out.challenge_ok = seq.completed
+        out.liveness.challenge = {
+            "session_id": claims.session_id,
+            "actions": list(claims.actions),
+            "completed": seq.completed,
+            "steps": [
+                {"kind": st.kind, "found": st.event is not None}
+                | (
+                    {}
+                    if st.event is None
+                    else {
+                        "start": st.event.start,
+                        "peak": st.event.peak,
+                        "end": st.event.end,
+                        "confidence": st.event.confidence,
+                    }
+                )
+                for st in seq.steps
+            ],
+        }
+        if seq.completed:
+            return
+        if seq.out_of_order:
+            out.reasons.append(Reason.of(ReasonCode.CHALLENGE_OUT_OF_ORDER))
+        else:
+            msg = (
+                f"{seq.message} (step {seq.failed_step + 1} of {len(claims.actions)}). "
+                "Try again with a new set of instructions and do each one clearly."
+            )
+            out.reasons.append(
+                Reason.of(ReasonCode.CHALLENGE_NOT_COMPLETED, detail=seq.failed_kind, message=msg)
+            )
+
+    def _motion_gate(self, video: Video, out: _Evidence) -> None:
+        """A face that never blinks or moves its features over several seconds is more
+        likely a photo than a person: without a completed challenge, ask for review."""
+        cfg = self.config
+        m = out.liveness.temporal
+        if (
+            out.challenge_ok is None
+            and video.duration_s >= cfg.motion_check_min_s
+            and m.get("frames", 0) > 0
+            and m["blinks"] == 0
+            and m["expression_motion"] < cfg.min_expression_motion
+            and out.live is not None
+        ):
+            out.reasons.append(
+                Reason.of(
+                    ReasonCode.LIVENESS_UNCERTAIN,
+                    "review",
+                    detail="no blink or expression change seen",
+                )
+            )
 
     def _analyse(
         self,
@@ -319,13 +428,18 @@ class Verifier:
             ]
         model_score = float(np.mean([p for _, p in per]))
         out.live = model_score
-        out.liveness = LivenessEvidence(
-            score=model_score,
-            model_score=model_score,
-            per_frame=[{"t": t, "live": p} for t, p in per],
-        )
+        out.liveness.score = model_score
+        out.liveness.model_score = model_score
+        out.liveness.per_frame = [{"t": t, "live": p} for t, p in per]
 
-    def _finish(self, out: _Evidence, timings: dict, clock: _Clock) -> VerificationResult:
+    def _finish(
+        self,
+        out: _Evidence,
+        timings: dict,
+        clock: _Clock,
+        claims: ChallengeClaims | None = None,
+        now: float | None = None,
+    ) -> VerificationResult:
         with clock("decision"):
             d = decide(
                 self.config.policy,
@@ -334,6 +448,8 @@ class Verifier:
                 live=out.live,
                 challenge_ok=out.challenge_ok,
             )
+        if claims is not None and d.decision == "reject":
+            self.challenges.record_failure(claims, now)
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
         return VerificationResult(
             decision=d.decision,
@@ -408,6 +524,40 @@ def _every(present: list[int], frames, every_s: float) -> list[int]:
             out.append(i)
             next_t = frames[i].t + every_s
     return out
+
+
+def _motion_evidence(meshes: list[FaceMesh | None], events: list[ActionEvent]) -> dict:
+    """What the face did on its own: actions seen, and how much its expression moved
+    (the mean standard deviation of the mouth and eye blendshapes over the recording)."""
+    present = [m for m in meshes if m is not None]
+    names = (
+        "jawOpen",
+        "mouthSmileLeft",
+        "mouthSmileRight",
+        "eyeBlinkLeft",
+        "eyeBlinkRight",
+        "mouthFunnel",
+        "mouthPucker",
+    )
+    motion = 0.0
+    if len(present) >= 2:
+        series = np.array([[m.blendshapes.get(n, 0.0) for n in names] for m in present])
+        motion = float(series.std(axis=0).mean())
+    return {
+        "frames": len(present),
+        "blinks": sum(e.kind == "blink" for e in events),
+        "actions": [
+            {
+                "kind": e.kind,
+                "start": e.start,
+                "peak": e.peak,
+                "end": e.end,
+                "confidence": e.confidence,
+            }
+            for e in events
+        ],
+        "expression_motion": motion,
+    }
 
 
 def _spread(candidates: list[int], first: list[int], k: int) -> list[int]:

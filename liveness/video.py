@@ -276,7 +276,13 @@ def _from_frames(
     frames = [Frame(f.index, f.t - t0, f.image) for f in frames]
     h, w = frames[0].image.shape[:2]
     rate = fps or (index - 1) / max(last_t - t0, 1e-6)
-    return Video(frames, rate, last_t - t0, w, h, index)
+    # Frames have no file bytes; the digest of the analysed pixels and times stands in for
+    # it, so that the same frames submitted twice are recognised (see sessions).
+    digest = hashlib.sha256()
+    for f in frames:
+        digest.update(f"{f.t:.6f}|{f.image.shape}".encode())
+        digest.update(np.ascontiguousarray(f.image).data)
+    return Video(frames, rate, last_t - t0, w, h, index, sha256=digest.hexdigest())
 
 
 def load_image(source: str | os.PathLike | bytes | np.ndarray) -> np.ndarray:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from liveness.actions import ACTIONS, Action
 from liveness.challenges import (
-    ACTIONS,
-    Action,
     ActionEvent,
     DetectorConfig,
     Thresholds,
