@@ -18,7 +18,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,9 +85,12 @@ class FaceLandmarks:
     Parameters
     ----------
     model_path : the ``face_landmarker.task`` bundle (read once into memory).
-    workers : frames are split into this many contiguous runs analysed in parallel (one
-        landmarker each); the landmarker uses one core per instance.
-    max_faces : faces the landmarker looks for; a second face is reported in ``faces``.
+    workers : frames are shared between this many landmarkers running in parallel; one
+        landmarker uses about one core.
+    max_faces : faces the landmarker looks for. With 2, while only one face is in view the
+        landmarker runs its detector on every frame, which costs about 30 % more time but
+        re-anchors the mesh each frame: with 1 (tracking only) the mesh drifts and blinks
+        checked by eye in the shared clips were missed. Other faces are found by YuNet.
     """
 
     def __init__(self, model_path: str | Path, *, workers: int = 2, max_faces: int = 2) -> None:
@@ -96,8 +98,6 @@ class FaceLandmarks:
         self.workers = max(1, workers)
         self.max_faces = max_faces
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
-        self._clock_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="landmarks")
 
     def _create(self):
         from mediapipe.tasks.python import BaseOptions, vision
@@ -125,33 +125,86 @@ class FaceLandmarks:
 
     def analyse(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
         """One :class:`FaceMesh` (or ``None`` where no face was found) per frame, in order."""
-        if not frames:
-            return []
-        n = min(self.workers, max(1, len(frames) // 8))
-        bounds = np.linspace(0, len(frames), n + 1).round().astype(int)
-        runs = [frames[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        if n == 1:
-            return self._run(runs[0])
-        out: list[FaceMesh | None] = []
-        for part in self._executor.map(self._run, runs):
-            out.extend(part)
-        return out
-
-    def _run(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
-        tracker = self._acquire()
+        stream = self.stream()
         try:
-            return [tracker.process(f) for f in frames]
-        finally:
-            tracker.reset()
-            self._pool.put(tracker)
+            for f in frames:
+                stream.push(f)
+        except BaseException:
+            stream.abort()
+            raise
+        return stream.finish()
+
+    def stream(self) -> LandmarkStream:
+        """A :class:`LandmarkStream`: push frames as they are decoded, then ``finish()``."""
+        return LandmarkStream(self, min(self.workers, 8))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
         while True:
             try:
                 self._pool.get_nowait().close()
             except queue.Empty:
                 break
+
+
+class LandmarkStream:
+    """Landmarks computed while frames are still being decoded.
+
+    Frame ``k`` goes to worker ``k % n``; each worker is one pooled landmarker tracking its
+    share of the frames in VIDEO mode, on its own thread. Interleaving (rather than giving
+    each worker a contiguous half) is what lets work start before the frame count is known.
+    """
+
+    _DONE = object()
+
+    def __init__(self, owner: FaceLandmarks, workers: int) -> None:
+        self._owner = owner
+        self._queues = [queue.SimpleQueue() for _ in range(max(1, workers))]
+        self._results: dict[int, FaceMesh | None] = {}
+        self._errors: list[BaseException] = []
+        self._count = 0
+        self._threads = [
+            threading.Thread(target=self._work, args=(q,), daemon=True, name="landmarks")
+            for q in self._queues
+        ]
+        for t in self._threads:
+            t.start()
+
+    def push(self, frame: Frame) -> None:
+        """Queue one frame (frames must come in time order)."""
+        self._queues[self._count % len(self._queues)].put((self._count, frame))
+        self._count += 1
+
+    def finish(self) -> list[FaceMesh | None]:
+        """Wait for every pushed frame; the meshes in push order."""
+        self._stop()
+        if self._errors:
+            raise self._errors[0]
+        return [self._results[k] for k in range(self._count)]
+
+    def abort(self) -> None:
+        """Stop without results (decoding failed)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        for q in self._queues:
+            q.put(self._DONE)
+        for t in self._threads:
+            t.join()
+
+    def _work(self, q: queue.SimpleQueue) -> None:
+        tracker = self._owner._acquire()
+        try:
+            while (item := q.get()) is not self._DONE:
+                k, frame = item
+                if not self._errors:
+                    self._results[k] = tracker.process(frame)
+        except BaseException as exc:  # surfaced by finish()
+            self._errors.append(exc)
+            while q.get() is not self._DONE:
+                pass
+        finally:
+            tracker.reset()
+            self._owner._pool.put(tracker)
 
 
 class _Tracker:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,7 @@ def load_video(
     sample_fps: float = 15.0,
     limits: VideoLimits | None = None,
     fps: float | None = None,
+    on_frame: Callable[[Frame], None] | None = None,
 ) -> Video:
     """Decode ``source`` and keep frames at about ``sample_fps``.
 
@@ -78,6 +79,8 @@ def load_video(
     sample_fps : analysis rate; ``None`` or ``0`` keeps every frame.
     limits : :class:`VideoLimits`.
     fps : frame rate of bare frames.
+    on_frame : called with each kept frame as soon as it is decoded, so that analysis can
+        run while decoding goes on.
 
     Raises
     ------
@@ -98,7 +101,7 @@ def load_video(
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            video = _decode_file(Path(tmp), sample_fps, limits)
+            video = _decode_file(Path(tmp), sample_fps, limits, on_frame)
         finally:
             os.unlink(tmp)
         video.sha256 = hashlib.sha256(data).hexdigest()
@@ -114,13 +117,13 @@ def load_video(
             raise VideoLimitError(
                 f"video file {path} is {size} bytes, over the limit of {limits.max_bytes}"
             )
-        video = _decode_file(path, sample_fps, limits)
+        video = _decode_file(path, sample_fps, limits, on_frame)
         video.sha256 = _file_sha256(path)
         return video
     if isinstance(source, np.ndarray):
         raise InputError("a single array is not a video: pass a list of frames, a path or bytes")
     if isinstance(source, Iterable):
-        return _from_frames(source, sample_fps, limits, fps)
+        return _from_frames(source, sample_fps, limits, fps, on_frame)
     raise InputError(
         f"unsupported video input of type {type(source).__name__}: pass a path, bytes, "
         "or an iterable of (t, image) frames"
@@ -161,7 +164,12 @@ class _Sampler:
         return True
 
 
-def _decode_file(path: Path, sample_fps: float | None, limits: VideoLimits) -> Video:
+def _decode_file(
+    path: Path,
+    sample_fps: float | None,
+    limits: VideoLimits,
+    on_frame: Callable[[Frame], None] | None = None,
+) -> Video:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -213,6 +221,8 @@ def _decode_file(path: Path, sample_fps: float | None, limits: VideoLimits) -> V
                 if image.shape[0] * image.shape[1] > limits.max_pixels:
                     raise VideoLimitError(f"{path.name}: a frame is over the pixel limit")
                 frames.append(Frame(index - 1, t, _shrink(image, limits.analysis_long_side)))
+                if on_frame is not None:
+                    on_frame(frames[-1])
     finally:
         cap.release()
     if index == 0 or not frames:
@@ -241,12 +251,17 @@ def _as_bgr(image: object, i: int) -> np.ndarray:
 
 
 def _from_frames(
-    frames_in: Iterable, sample_fps: float | None, limits: VideoLimits, fps: float | None
+    frames_in: Iterable,
+    sample_fps: float | None,
+    limits: VideoLimits,
+    fps: float | None,
+    on_frame: Callable[[Frame], None] | None = None,
 ) -> Video:
     sampler = _Sampler(sample_fps)
     frames: list[Frame] = []
     index = 0
     last_t = -np.inf
+    t0 = 0.0
     for item in frames_in:
         if isinstance(item, tuple) and len(item) == 2:
             t, image = float(item[0]), item[1]
@@ -257,7 +272,7 @@ def _from_frames(
         if not np.isfinite(t) or t <= last_t:
             raise InputError(f"frame {index}: timestamps must increase (got {t} after {last_t})")
         last_t = t
-        if t - (frames[0].t if frames else t) > limits.max_duration_s:
+        if frames and t - t0 > limits.max_duration_s:
             raise VideoLimitError(f"longer than the limit of {limits.max_duration_s:.0f} s")
         index += 1
         if index > limits.max_frames:
@@ -267,13 +282,14 @@ def _from_frames(
         if image.shape[0] * image.shape[1] > limits.max_pixels:
             raise VideoLimitError(f"frame {index - 1} is over the pixel limit")
         if sampler.keep(t):
-            frames.append(
-                Frame(index - 1, t, _shrink(_as_bgr(image, index - 1), limits.analysis_long_side))
-            )
+            if not frames:
+                t0 = t
+            image = _shrink(_as_bgr(image, index - 1), limits.analysis_long_side)
+            frames.append(Frame(index - 1, t - t0, image))
+            if on_frame is not None:
+                on_frame(frames[-1])
     if index < limits.min_frames:
         raise VideoDecodeError(f"only {index} frame(s); a video needs at least {limits.min_frames}")
-    t0 = frames[0].t
-    frames = [Frame(f.index, f.t - t0, f.image) for f in frames]
     h, w = frames[0].image.shape[:2]
     rate = fps or (index - 1) / max(last_t - t0, 1e-6)
     # Frames have no file bytes; the digest of the analysed pixels and times stands in for
