@@ -45,12 +45,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pairs", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path)
-    ap.add_argument("--embedder", default="w600k_mbf")
+    ap.add_argument(
+        "--embedder", default="w600k_mbf", help="registry name, or a name for --embedder-path"
+    )
+    ap.add_argument("--embedder-path", type=Path, help="your own ArcFace-format ONNX file")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    from liveness.runtime import Runtime
     from liveness.verify import VerifierConfig
 
-    v = Verifier(args.model_dir, config=VerifierConfig(embedder=args.embedder))
+    paths = {args.embedder: args.embedder_path} if args.embedder_path else None
+    v = Verifier(
+        config=VerifierConfig(embedder=args.embedder),
+        runtime=Runtime(args.model_dir, model_paths=paths),
+    )
     try:
         return _run(args, v)
     finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SetupError
 from .reasons import Reason, ReasonCode
 
 
@@ -42,6 +43,12 @@ class MatchCalibration:
         """Load a calibration file (default: the one shipped for ``model``)."""
         if path is None:
             text = resources.files("liveness").joinpath(f"data/calibration_{model}.json")
+            if not text.is_file():
+                raise SetupError(
+                    f"no similarity calibration ships for embedder {model!r}: make one with "
+                    "python -m benchmarks.calibrate, then pass "
+                    "calibration=MatchCalibration.load(path)"
+                )
             data = json.loads(text.read_text())
         else:
             data = json.loads(Path(path).read_text())

@@ -94,7 +94,8 @@ class Runtime:
     providers : ONNX Runtime providers, best first; ``None`` picks automatically.
     intra_op_threads : threads per session; ``None`` lets ONNX Runtime choose (all cores).
     allow_download : permit checksum-verified downloads of missing models.
-    model_paths : explicit file per model name, overriding the search.
+    model_paths : explicit file per model name, overriding the search; names outside the
+        registry add the caller's own models (e.g. ``{"my_arcface": "/models/r50.onnx"}``).
     """
 
     def __init__(
@@ -115,7 +116,16 @@ class Runtime:
         self._lock = threading.Lock()
 
     def path(self, name: str) -> Path:
-        """Verified path of a registered model (see :func:`liveness.models.resolve`)."""
+        """Verified path of a registered model (see :func:`liveness.models.resolve`).
+
+        A name that is not in the registry but is given in ``model_paths`` is a caller's own
+        model (say another ArcFace-format embedder): it is loaded as given, unverified.
+        """
+        if name not in models.REGISTRY and name in self.model_paths:
+            p = Path(self.model_paths[name]).expanduser()
+            if not p.is_file():
+                raise SetupError(f"model file {p} for {name!r} does not exist")
+            return p
         return models.resolve(
             name,
             path=self.model_paths.get(name),

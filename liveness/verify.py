@@ -484,7 +484,10 @@ class Verifier:
         """Each model this verifier runs: file hash, ONNX Runtime provider, license."""
         out = {}
         for name, m in self.runtime.loaded().items():
-            out[name] = ModelUse(name, m.sha256, m.provider, registry.spec(name).license)
+            known = registry.REGISTRY.get(name)
+            out[name] = ModelUse(
+                name, m.sha256, m.provider, known.license if known else "caller's own model"
+            )
         lm = registry.spec("face_landmarker")
         out[lm.name] = ModelUse(lm.name, lm.sha256, "mediapipe (XNNPACK CPU)", lm.license)
         return out
