@@ -229,3 +229,20 @@ def test_four_threads_give_the_same_results_as_one_at_a_time(verifier, videos):
         assert a.decision == b.decision and a.reason_codes == b.reason_codes
         assert a.match.similarity == pytest.approx(b.match.similarity, abs=1e-3)
         assert a.liveness.score == pytest.approx(b.liveness.score, abs=1e-3)
+
+
+def test_a_different_person_half_way_is_subject_changed(verifier, videos):
+    a, fps = read_frames(videos / "talking_head_wda_1.mp4", limit=100)
+    b, _ = read_frames(videos / "talking_head_wda_2.mp4", limit=100)
+    spliced = a[:100] + b[:100]
+    result = verifier.verify(spliced, a[10], fps=fps)
+    assert result.decision == "reject"
+    assert "SUBJECT_CHANGED" in result.reason_codes
+
+
+def test_face_leaving_the_frame_is_face_lost(verifier, videos):
+    frames, fps = read_frames(videos / "talking_head_wda_1.mp4", limit=100)
+    blank = [np.full_like(f, 90) for f in frames[40:]]
+    result = verifier.verify(frames[:40] + blank, frames[10], fps=fps)
+    assert result.decision == "reject"
+    assert "FACE_LOST" in result.reason_codes
