@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 
+import cv2
 import pytest
 from media import frame_at
 
@@ -173,41 +174,25 @@ def test_cli_challenge_new_verify_and_inspect(model_dir, data_dir, tmp_path, cap
 
     video = data_dir / "videos/talking_head_wda_2.mp4"
     ref = tmp_path / "ref.png"
-    import cv2
-
     cv2.imwrite(str(ref), frame_at(video, 7.5))
-    code = cli_main(
-        [
-            "verify",
-            str(video),
-            str(ref),
-            "--json",
-            "--model-dir",
-            str(model_dir),
-            "--challenge",
-            issued["token"],
-            "--store",
-            str(store),
-        ]
-    )
+    verify_args = [
+        "verify",
+        str(video),
+        str(ref),
+        "--json",
+        "--model-dir",
+        str(model_dir),
+        "--challenge",
+        issued["token"],
+        "--store",
+        str(store),
+    ]
+    code = cli_main(verify_args)
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["decision"] == "reject"
     assert out["reasons"][0]["code"] in {"CHALLENGE_NOT_COMPLETED", "CHALLENGE_OUT_OF_ORDER"}
     # the token is spent now
-    cli_main(
-        [
-            "verify",
-            str(video),
-            str(ref),
-            "--json",
-            "--model-dir",
-            str(model_dir),
-            "--challenge",
-            issued["token"],
-            "--store",
-            str(store),
-        ]
-    )
+    cli_main(verify_args)
     assert json.loads(capsys.readouterr().out)["reasons"][0]["code"] == "SESSION_ALREADY_USED"
 
     assert cli_main(["inspect", str(video), "--json", "--model-dir", str(model_dir)]) == 0
