@@ -145,6 +145,9 @@ class Runtime:
             if self.intra_op_threads:
                 opts.intra_op_num_threads = self.intra_op_threads
             opts.log_severity_level = 3  # shape warnings from the int8 model are noise
+            # Idle ONNX Runtime threads spin by default, burning the cores the landmarker
+            # threads need; these models are small, so waking costs little.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 session = ort.InferenceSession(str(path), opts, providers=self.providers)
             except Exception as exc:
