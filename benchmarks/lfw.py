@@ -1,0 +1,125 @@
+"""Face verification on LFW-format pairs through the library's reference-ingestion path.
+
+    python -m benchmarks.lfw --images ../shared/data/lfw-view1/images \
+        --pairs ../shared/data/lfw-view1/pairsDevTest.txt [--mode naive] [--plots DIR]
+
+``--mode pipeline`` (default) enrols each image with ``Verifier.enroll``: YuNet, 5-point
+alignment to the ArcFace template, embedding. ``--mode naive`` runs the same embedding model
+the naive way: the largest YuNet face box, squared, cropped and resized to 112x112, no
+alignment. A pair with an image where no face was found scores -1 (a non-match); such
+images are counted in ``no_face``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.common import emit, parent_parser, plot_roc, plot_score_hist, progress, set_progress
+from benchmarks.metrics import eer, kfold_accuracy, roc, tar_at_far
+from liveness import Verifier
+from liveness.video import load_image
+
+NO_FACE_SCORE = -1.0
+
+
+def read_pairs(path: Path) -> list[tuple[str, int, str, int]]:
+    """``(name1, i, name2, j)`` per pair; the optional count header line is skipped."""
+    pairs = []
+    for line in Path(path).read_text().splitlines():
+        f = line.split()
+        if len(f) == 3:
+            pairs.append((f[0], int(f[1]), f[0], int(f[2])))
+        elif len(f) == 4:
+            pairs.append((f[0], int(f[1]), f[2], int(f[3])))
+        # 1 or 2 fields: the header ("10 300" or "1000"); blank lines: nothing
+    if not pairs:
+        raise SystemExit(f"no pairs found in {path}")
+    return pairs
+
+
+def image_path(images: Path, name: str, i: int) -> Path:
+    return images / name / f"{name}_{i:04d}.jpg"
+
+
+def naive_embedding(v: Verifier, path: Path) -> np.ndarray | None:
+    """Largest YuNet box, squared, cropped, resized to 112: no alignment."""
+    img = load_image(path)
+    faces = v.detector.detect(img)
+    if not faces:
+        return None
+    f = max(faces, key=lambda f: f.size)
+    cx, cy = f.center
+    half = max(f.width, f.height) / 2
+    x1, y1 = int(max(0, cx - half)), int(max(0, cy - half))
+    x2, y2 = int(min(img.shape[1], cx + half)), int(min(img.shape[0], cy + half))
+    crop = cv2.resize(img[y1:y2, x1:x2], (112, 112), interpolation=cv2.INTER_LINEAR)
+    return v.embedder.embed([crop])[0]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--pairs", type=Path, required=True)
+    ap.add_argument("--mode", choices=["pipeline", "naive"], default="pipeline")
+    ap.add_argument("--folds", type=int, default=10)
+    args = ap.parse_args(argv)
+    set_progress(False if args.no_progress else None)
+    pairs = read_pairs(args.pairs)
+    names = sorted({(a, i) for a, i, _, _ in pairs} | {(b, j) for _, _, b, j in pairs})
+    with Verifier(args.model_dir) as v:
+        cache: dict[tuple[str, int], np.ndarray | None] = {}
+        t0 = time.perf_counter()
+        for name, i in progress(names, len(names), f"embedding ({args.mode})"):
+            path = image_path(args.images, name, i)
+            if args.mode == "naive":
+                cache[(name, i)] = naive_embedding(v, path)
+            else:
+                ref = v.enroll(path)
+                cache[(name, i)] = ref.embedding if ref.faces_found else None
+        ms = (time.perf_counter() - t0) * 1000 / len(names)
+    scores, same = [], []
+    for a, i, b, j in pairs:
+        ea, eb = cache[(a, i)], cache[(b, j)]
+        scores.append(NO_FACE_SCORE if ea is None or eb is None else float(ea @ eb))
+        same.append(a == b)
+    scores_a, same_a = np.asarray(scores), np.asarray(same)
+    genuine, impostor = scores_a[same_a], scores_a[~same_a]
+    acc, std, _, thresholds = kfold_accuracy(scores_a, same_a, folds=args.folds)
+    e, e_thr = eer(genuine, impostor)
+    result = {
+        "benchmark": "lfw",
+        "mode": args.mode,
+        "pairs_file": str(args.pairs),
+        "accuracy": acc,
+        "accuracy_std": std,
+        "fold_thresholds": thresholds,
+        "tar_at_far_1e-2": tar_at_far(genuine, impostor, 1e-2),
+        "tar_at_far_1e-3": tar_at_far(genuine, impostor, 1e-3),
+        "eer": e,
+        "eer_threshold": e_thr,
+        "no_face": sum(x is None for x in cache.values()),
+        "no_face_policy": f"pairs with a no-face image score {NO_FACE_SCORE} (non-match)",
+        "images": len(names),
+        "pairs": len(pairs),
+        "ms_per_image": round(ms, 2),
+    }
+    if args.plots:
+        far, tar, _ = roc(genuine, impostor)
+        plot_roc(
+            far,
+            tar,
+            Path(args.plots) / f"lfw_roc_{args.mode}.png",
+            title=f"LFW {args.pairs.name} ({args.mode})",
+        )
+        plot_score_hist(genuine, impostor, e_thr, Path(args.plots) / f"lfw_hist_{args.mode}.png")
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()

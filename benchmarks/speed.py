@@ -1,0 +1,129 @@
+"""Speed of one verification, stage by stage, against a naive per-frame baseline.
+
+    python -m benchmarks.speed --video ../shared/data/videos/talking_head_wda_1.mp4 \
+        --reference frame:7.5 [--repeat 3]
+
+``--reference`` is an image path or ``frame:<seconds>`` (a frame of the video itself).
+Model loading (``load_s``) and the first call (``warmup_s``) are reported apart; ``wall_s``
+is the median end-to-end wall time of ``--repeat`` further calls and ``cpu_s`` their median
+process CPU time (less sensitive to other load on the machine than wall time).
+
+The naive baseline uses the same models with none of the pipeline's economies: every
+decoded frame is detected (YuNet), landmarked (a fresh VIDEO-mode landmarker), aligned,
+embedded and scored by the anti-spoofing pair, one frame after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.common import emit, parent_parser, peak_rss_mb, progress, set_progress
+from liveness import Verifier
+from liveness.align import align_face
+from liveness.landmarks import FaceLandmarks
+from liveness.video import Frame, load_video
+
+
+def reference_image(spec: str, video: Path) -> np.ndarray | str:
+    """An image path, or ``frame:<seconds>``: that frame of ``video``."""
+    if not spec.startswith("frame:"):
+        return spec
+    seconds = float(spec.split(":", 1)[1])
+    frames = load_video(video, sample_fps=None).frames
+    return min(frames, key=lambda f: abs(f.t - seconds)).image
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def naive(v: Verifier, video: Path) -> tuple[float, int]:
+    """Every frame through every model, sequentially; returns (wall seconds, frames)."""
+    t0 = time.perf_counter()
+    lm = FaceLandmarks(v.runtime.path("face_landmarker"), workers=1)
+    try:
+        cap = cv2.VideoCapture(str(video))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        n = 0
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            lm.analyse([Frame(n, n / fps, image)])
+            faces = v.detector.detect(image)
+            if faces:
+                face = max(faces, key=lambda f: f.size)
+                v.embedder.embed([align_face(image, face.points)])
+                v.pad.live_probability(image, face.box)
+            n += 1
+        cap.release()
+    finally:
+        lm.close()
+    return time.perf_counter() - t0, n
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    ap.add_argument("--video", type=Path, required=True)
+    ap.add_argument("--reference", required=True, help="image path or frame:<seconds>")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    args = ap.parse_args(argv)
+    set_progress(False if args.no_progress else None)
+    t0 = time.perf_counter()
+    v = Verifier(args.model_dir)
+    load_s = time.perf_counter() - t0
+    try:
+        ref = v.enroll(reference_image(args.reference, args.video))
+        t1 = time.perf_counter()
+        v.verify(args.video, ref)
+        warmup_s = time.perf_counter() - t1
+        walls, cpus, results = [], [], []
+        for _ in progress(range(args.repeat), args.repeat, "timing"):
+            c0, w0 = cpu_seconds(), time.perf_counter()
+            results.append(v.verify(args.video, ref))
+            walls.append(time.perf_counter() - w0)
+            cpus.append(cpu_seconds() - c0)
+        k = int(np.argsort(walls)[len(walls) // 2])
+        r = results[k]
+        naive_wall, naive_frames = (None, None) if args.no_naive else naive(v, args.video)
+    finally:
+        v.close()
+    wall = statistics.median(walls)
+    duration = r.video["duration_s"]
+    result = {
+        "benchmark": "speed",
+        "video": str(args.video),
+        "decision": r.decision,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(statistics.median(cpus), 3),
+        "load_s": round(load_s, 3),
+        "warmup_s": round(warmup_s, 3),
+        "video_s": round(duration, 3),
+        "realtime_factor": round(wall / duration, 4),
+        "stages_ms": r.timings_ms,
+        "frames_decoded": r.video["frames_decoded"],
+        "frames_analysed": r.video["frames_analysed"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "naive_wall_s": None if naive_wall is None else round(naive_wall, 3),
+        "naive_frames": naive_frames,
+        "speedup_vs_naive": None if naive_wall is None else round(naive_wall / wall, 2),
+        "repeat": args.repeat,
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()

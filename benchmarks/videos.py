@@ -1,0 +1,110 @@
+"""End-to-end decisions on a labelled set of videos.
+
+    python -m benchmarks.videos --labels ../shared/data/videos/labels.csv \
+        --default-reference frame:last --reference-from-subject
+
+``--labels`` is a CSV with columns ``path,label[,reference][,subject]``; ``label`` is
+``live`` or an attack kind; ``reference`` is an image path (relative to the CSV) or
+``frame:<seconds>`` / ``frame:last`` (a frame of that video). Rows without a reference use
+``--default-reference``. With ``--reference-from-subject``, an attack video takes its
+reference from the live video of the same ``subject`` when there is one (the replay shows
+that person, so only liveness can stop it). Prints the decisions per label, the reasons
+seen and each video's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from benchmarks.common import emit, parent_parser, progress, set_progress
+from liveness import Verifier
+from liveness.video import load_video
+
+
+def frame_of(video: Path, spec: str):
+    """The frame at ``spec`` seconds (``last``: the final frame) of ``video``."""
+    frames = load_video(video, sample_fps=None).frames
+    if spec == "last":
+        return frames[-1].image
+    return min(frames, key=lambda f: abs(f.t - float(spec))).image
+
+
+def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
+    spec = (row.get("reference") or "").strip() or default
+    video = root / row["path"]
+    if row["label"] != "live" and row.get("subject") in live_by_subject:
+        video = root / live_by_subject[row["subject"]]
+        if spec.startswith("frame:"):
+            return frame_of(video, "last"), f"{video.name}@last"
+    if spec.startswith("frame:"):
+        return frame_of(video, spec.split(":", 1)[1]), f"{video.name}@{spec[6:]}"
+    return root / spec, spec
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    ap.add_argument("--labels", type=Path, required=True)
+    ap.add_argument("--default-reference", default="frame:last")
+    ap.add_argument("--reference-from-subject", action="store_true")
+    args = ap.parse_args(argv)
+    set_progress(False if args.no_progress else None)
+    rows = list(csv.DictReader(open(args.labels, newline="")))
+    root = args.labels.parent
+    live_by_subject = {}
+    if args.reference_from_subject:
+        live_by_subject = {
+            r["subject"]: r["path"] for r in rows if r["label"] == "live" and r.get("subject")
+        }
+    table: dict[str, Counter] = defaultdict(Counter)
+    reasons: Counter = Counter()
+    per_video = []
+    with Verifier(args.model_dir) as v:
+        for row in progress(rows, len(rows), "verifying"):
+            ref, ref_name = reference_for(row, root, args.default_reference, live_by_subject)
+            t0 = time.perf_counter()
+            r = v.verify(root / row["path"], ref)
+            wall = time.perf_counter() - t0
+            table[row["label"]][r.decision] += 1
+            reasons.update(r.reason_codes)
+            per_video.append(
+                {
+                    "path": row["path"],
+                    "label": row["label"],
+                    "reference": ref_name,
+                    "decision": r.decision,
+                    "reasons": r.reason_codes,
+                    "similarity": r.match.similarity,
+                    "live": r.liveness.score,
+                    "wall_s": round(wall, 3),
+                    "video_s": round(r.video.get("duration_s", 0), 3),
+                }
+            )
+    live_n = sum(table["live"].values())
+    attack_n = sum(sum(c.values()) for k, c in table.items() if k != "live")
+    attack_accepted = sum(c["accept"] for k, c in table.items() if k != "live")
+    result = {
+        "benchmark": "videos",
+        "labels": str(args.labels),
+        "confusion": {k: dict(c) for k, c in table.items()},
+        "live_accept_rate": table["live"]["accept"] / live_n if live_n else None,
+        "live_reject_rate": table["live"]["reject"] / live_n if live_n else None,
+        "attack_accept_rate": attack_accepted / attack_n if attack_n else None,
+        "reasons": dict(reasons),
+        "videos": per_video,
+        "n": len(rows),
+    }
+    for p in per_video:
+        print(
+            f"{p['path']:32} {p['label']:7} {p['decision']:7} {p['wall_s']:6.2f} s  "
+            f"{','.join(p['reasons']) or '-'}"
+        )
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
