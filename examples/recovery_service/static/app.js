@@ -1,0 +1,233 @@
+// Capture page: account -> camera -> instructions while recording -> upload -> result.
+// Plain browser JavaScript, no build step. ?fast=1 shortens every countdown (for tests).
+"use strict";
+
+(function () {
+  const FAST = new URLSearchParams(location.search).get("fast") === "1";
+  const TICK_MS = FAST ? 250 : 1000; // one countdown step
+  const LEAD_TICKS = 3; // "Recording starts in 3, 2, 1"
+  const STEP_TICKS = 4; // seconds (ticks) per instruction
+  const TAIL_MS = FAST ? 300 : 1000; // keep recording a moment after the last one
+
+  const $ = (id) => document.getElementById(id);
+  const sections = ["step-account", "step-camera", "step-upload", "step-result"];
+  const state = { account: "", stream: null, session: null };
+
+  function announce(text) {
+    // Clear first so that the same sentence twice is announced twice.
+    const live = $("live");
+    live.textContent = "";
+    window.setTimeout(() => { live.textContent = text; }, 50);
+  }
+
+  function showError(text) {
+    const box = $("error");
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  function show(id) {
+    for (const s of sections) $(s).hidden = s !== id;
+    const heading = $(id).querySelector("h2");
+    if (heading) heading.focus();
+  }
+
+  const sleep = (ms) => new Promise((resolve) => window.setTimeout(resolve, ms));
+
+  async function postJSON(url, body) {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await res.json(); } catch (e) { /* not JSON */ }
+    return { ok: res.ok, status: res.status, data };
+  }
+
+  // -- 1. account ---------------------------------------------------------------------
+  $("account-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = $("account").value.trim();
+    if (!value) {
+      showError("Enter your account name.");
+      $("account").setAttribute("aria-invalid", "true");
+      $("account").focus();
+      return;
+    }
+    $("account").removeAttribute("aria-invalid");
+    showError("");
+    state.account = value;
+    show("step-camera");
+    $("camera-on").focus();
+  });
+
+  // -- 2. camera ----------------------------------------------------------------------
+  $("camera-on").addEventListener("click", async () => {
+    showError("");
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      showError("This browser cannot use the camera here. Use an up-to-date browser.");
+      return;
+    }
+    try {
+      state.stream = await navigator.mediaDevices.getUserMedia({
+        video: { facingMode: "user", width: { ideal: 640 }, height: { ideal: 480 } },
+        audio: false,
+      });
+    } catch (err) {
+      const denied = err && (err.name === "NotAllowedError" || err.name === "SecurityError");
+      showError(denied
+        ? "Camera access was refused. Allow the camera for this page in your browser's " +
+          "settings, then press Turn on camera again."
+        : "No camera could be started. Check that a camera is connected and not in use, " +
+          "then press Turn on camera again.");
+      return;
+    }
+    $("preview").srcObject = state.stream;
+    $("preview-wrap").hidden = false;
+    $("camera-on").hidden = true;
+    $("ready").hidden = false;
+    announce("The camera is on. You can see yourself like in a mirror.");
+    $("record").focus();
+  });
+
+  function pickType() {
+    const types = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm", "video/mp4"];
+    if (!window.MediaRecorder) return null;
+    for (const t of types) if (MediaRecorder.isTypeSupported(t)) return t;
+    return "";
+  }
+
+  function stopCamera() {
+    if (state.stream) for (const track of state.stream.getTracks()) track.stop();
+    state.stream = null;
+    $("preview").srcObject = null;
+  }
+
+  async function countdown(ticks, render) {
+    for (let n = ticks; n >= 1; n--) {
+      render(n);
+      await sleep(TICK_MS);
+    }
+  }
+
+  $("record").addEventListener("click", async () => {
+    showError("");
+    const type = pickType();
+    if (type === null) {
+      showError("This browser cannot record video. Use an up-to-date browser.");
+      return;
+    }
+    $("record").disabled = true;
+    const started = await postJSON("/recoveries", { account: state.account });
+    if (!started.ok) {
+      $("record").disabled = false;
+      showError(started.data.message || "The recovery could not be started. Try again later.");
+      $("record").focus();
+      return;
+    }
+    const session = (state.session = started.data);
+    $("ready").hidden = true;
+    const prompt = $("prompt");
+    prompt.hidden = false;
+    const total = session.instructions.length;
+
+    $("prompt-step").textContent = "Get ready";
+    $("prompt-text").textContent = "Look at the camera.";
+    announce(`Get ready. You will be asked to do ${total} things. ` +
+             "Recording starts in 3 seconds.");
+    await countdown(LEAD_TICKS, (n) => {
+      $("prompt-count").textContent = `Recording starts in ${n}`;
+    });
+
+    // The stream as the camera gives it: not mirrored (the server is told mirrored=false).
+    const recorder = new MediaRecorder(state.stream, type ? { mimeType: type } : undefined);
+    const chunks = [];
+    recorder.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start(250);
+    prompt.classList.add("recording");
+
+    for (let i = 0; i < total; i++) {
+      const text = session.instructions[i];
+      $("prompt-step").textContent = `Step ${i + 1} of ${total}`;
+      $("prompt-text").textContent = text;
+      announce(`Step ${i + 1} of ${total}: ${text}`);
+      await countdown(STEP_TICKS, (n) => { $("prompt-count").textContent = `${n}`; });
+    }
+    $("prompt-step").textContent = "Done";
+    $("prompt-text").textContent = "Look at the camera.";
+    $("prompt-count").textContent = "";
+    await sleep(TAIL_MS);
+    recorder.stop();
+    await stopped;
+    prompt.classList.remove("recording");
+    prompt.hidden = true;
+    stopCamera();
+    $("preview-wrap").hidden = true;
+    const blob = new Blob(chunks, { type: recorder.mimeType || type || "video/webm" });
+    await upload(session, blob);
+  });
+
+  // -- 3. upload ------------------------------------------------------------------------
+  function upload(session, blob) {
+    show("step-upload");
+    announce("Recording finished. Checking your video.");
+    const ext = blob.type.includes("mp4") ? "mp4" : "webm";
+    const form = new FormData();
+    form.append("token", session.token);
+    form.append("mirrored", "false");
+    form.append("video", blob, `recording.${ext}`);
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", session.upload_url);
+      xhr.responseType = "json";
+      xhr.upload.onprogress = (e) => {
+        if (e.lengthComputable) $("upload-progress").value = Math.round((100 * e.loaded) / e.total);
+      };
+      xhr.onload = () => {
+        showResult(xhr.status, xhr.response || {});
+        resolve();
+      };
+      xhr.onerror = () => {
+        showResult(0, { message: "The video could not be sent. Check your connection." });
+        resolve();
+      };
+      xhr.send(form);
+    });
+  }
+
+  // -- 4. result --------------------------------------------------------------------------
+  function showResult(status, data) {
+    const decision = data.decision || "error";
+    const title = { accept: "You are verified", review: "Sent for review",
+                    reject: "Not verified" }[decision] || "Something went wrong";
+    $("h-result").textContent = `Result: ${title}`;
+    const text = $("result-decision");
+    text.dataset.decision = decision;
+    text.textContent = data.headline || data.message || "Please try again later.";
+    const list = $("result-reasons");
+    list.textContent = "";
+    for (const r of data.reasons || []) {
+      const li = document.createElement("li");
+      li.textContent = r.message;
+      li.dataset.code = r.code;
+      list.appendChild(li);
+    }
+    $("result-reasons-wrap").hidden = list.children.length === 0;
+    $("again").hidden = decision === "accept";
+    $("step-result").dataset.status = String(status);
+    show("step-result");
+    const reasons = (data.reasons || []).map((r) => r.message).join(" ");
+    announce(`${title}. ${text.textContent} ${reasons}`);
+  }
+
+  $("again").addEventListener("click", () => {
+    $("record").disabled = false;
+    $("camera-on").hidden = false;
+    $("ready").hidden = true;
+    state.session = null;
+    show("step-camera");
+    $("camera-on").focus();
+  });
+})();
