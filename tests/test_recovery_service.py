@@ -228,3 +228,21 @@ def test_audit_log_has_decisions_with_model_hashes_and_no_images(
             c.execute("UPDATE audit_log SET event = 'x'")
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             c.execute("DELETE FROM audit_log")
+
+
+def test_evidence_is_kept_only_when_switched_on(client, data_dir, tmp_path, upload_tmp):
+    service = client.app.state.service
+    assert enroll(client, "eve", png_of(data_dir, GENUINE, 7.5)).status_code == 200
+    clip = (data_dir / "videos/blink_2x_tiny.mp4").read_bytes()
+    service.config.keep_evidence = tmp_path  # as --keep-evidence DIR does
+    try:
+        session = start(client, "eve")
+        r = upload(client, session, clip)
+    finally:
+        service.config.keep_evidence = None
+    assert r.status_code == 200, r.text
+    rid = session["recovery_id"]
+    assert (tmp_path / f"{rid}.mp4").read_bytes() == clip
+    full = json.loads((tmp_path / f"{rid}.json").read_text())
+    assert full["decision"] == r.json()["decision"] and "score" in full  # operator's copy
+    assert list(upload_tmp.iterdir()) == []

@@ -1,0 +1,163 @@
+"""The capture page in a real browser: headless Chromium (Debian's ``chromium`` package)
+driven by Playwright, with a shared talking-head clip as the fake camera, against the
+recovery service running with uvicorn and the real models.
+
+The page is used the way a person with a keyboard would: type the account, Enter, Enter for
+the camera, Enter to record; it shows each instruction, records with MediaRecorder, uploads,
+and shows the decision with its reasons.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from media import frame_at
+
+from examples.recovery_service import ServiceConfig, create_app
+from liveness.sessions import Keyring
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CLIP = "videos/talking_head_wda_1.mp4"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "examples/recovery_service/screenshot.png"
+
+
+def write_y4m(src: Path, dst: Path, size: int = 320, seconds: float = 6.0) -> None:
+    """The first ``seconds`` of ``src`` as raw YUV4MPEG2 (what Chromium's fake camera
+    reads): a square centre crop scaled to ``size``, 4:2:0, 25 fps."""
+    cap = cv2.VideoCapture(str(src))
+    with open(dst, "wb") as out:
+        out.write(f"YUV4MPEG2 W{size} H{size} F25:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(int(seconds * 25)):
+            ok, img = cap.read()
+            if not ok:
+                break
+            h, w = img.shape[:2]
+            s = min(h, w)
+            img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    cap.release()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_chromium() -> str:
+    """The browser, or a failure (never a skip: CI installs it, so missing is a fault)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install Debian's package "
+            "(apt-get install -y chromium) or set CHROMIUM=/path/to/chromium",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_dir, data_dir):
+    """The service on 127.0.0.1 with a free port, in a background thread."""
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("browser-service")
+    app = create_app(
+        ServiceConfig(db=tmp / "recovery.sqlite3", model_dir=model_dir),
+        keyring=Keyring.single(b"browser-test-key" * 2),
+    )
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.05)
+    ok, png = cv2.imencode(".png", frame_at(data_dir / CLIP, 7.5))
+    app.state.service.enroll("wda", png.tobytes(), "image/png")
+    yield f"http://127.0.0.1:{port}", app.state.service
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp_path):
+    chromium = require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    base, service = server
+    y4m = tmp_path / "camera.y4m"
+    write_y4m(data_dir / CLIP, y4m)
+    args = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 760, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{base}/?fast=1")
+
+            # 1. account, by keyboard
+            page.focus("#account")
+            page.keyboard.type("wda")
+            page.keyboard.press("Enter")
+            expect(page.locator("#camera-on")).to_be_focused()
+
+            # 2. camera: the preview is shown mirrored; focus moves to the record button
+            page.keyboard.press("Enter")
+            expect(page.locator("#record")).to_be_focused()
+            transform = page.eval_on_selector("#preview", "v => getComputedStyle(v).transform")
+            assert transform.startswith("matrix(-1"), transform
+            page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+
+            # 3. recording: each instruction on screen and in the aria-live region
+            page.keyboard.press("Enter")
+            expect(page.locator("#prompt-step")).to_have_text("Step 1 of 3", timeout=10_000)
+            instruction = page.inner_text("#prompt-text")
+            expect(page.locator("#live")).to_contain_text(instruction)
+            page.screenshot(path=str(tmp_path / "recording.png"))
+
+            # 4. the result, in words
+            result = page.locator("#step-result")
+            expect(result).to_be_visible(timeout=60_000)
+            expect(page.locator("#h-result")).to_be_focused()
+            decision = page.get_attribute("#result-decision", "data-decision")
+            headline = page.inner_text("#result-decision")
+            reasons = page.locator("#result-reasons li").all_inner_texts()
+            status = result.get_attribute("data-status")
+            shot = tmp_path / "result.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if not SCREENSHOT.exists():
+                shutil.copyfile(shot, SCREENSHOT)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+    assert status == "200", (status, headline)
+    assert decision in ("accept", "review", "reject"), (decision, headline)
+    assert len(headline) > 20
+    # The clip cannot follow the random instructions: refused, with sentences saying why.
+    assert reasons and all(len(r) > 20 for r in reasons), reasons
+    assert "score" not in headline.lower()
+    # The server analysed the browser's recording as unmirrored WebM.
+    last = [e for e in service.audit_entries() if e["event"] == "decision"][-1]
+    assert last["mirrored"] is False and last["decision"] == decision
