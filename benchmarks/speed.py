@@ -29,16 +29,14 @@ from benchmarks.common import emit, parent_parser, peak_rss_mb, progress, set_pr
 from liveness import Verifier, VerifierConfig
 from liveness.align import align_face
 from liveness.landmarks import FaceLandmarks
-from liveness.video import Frame, load_video
+from liveness.video import Frame, frame_at
 
 
 def reference_image(spec: str, video: Path) -> np.ndarray | str:
     """An image path, or ``frame:<seconds>``: that frame of ``video``."""
     if not spec.startswith("frame:"):
         return spec
-    seconds = float(spec.split(":", 1)[1])
-    frames = load_video(video, sample_fps=None).frames
-    return min(frames, key=lambda f: abs(f.t - seconds)).image
+    return frame_at(video, spec.split(":", 1)[1])
 
 
 def cpu_seconds() -> float:

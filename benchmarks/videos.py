@@ -22,15 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import emit, parent_parser, progress, set_progress
 from liveness import Verifier
-from liveness.video import load_video
-
-
-def frame_of(video: Path, spec: str):
-    """The frame at ``spec`` seconds (``last``: the final frame) of ``video``."""
-    frames = load_video(video, sample_fps=None).frames
-    if spec == "last":
-        return frames[-1].image
-    return min(frames, key=lambda f: abs(f.t - float(spec))).image
+from liveness.video import frame_at
 
 
 def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
@@ -39,9 +31,9 @@ def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
     if row["label"] != "live" and row.get("subject") in live_by_subject:
         video = root / live_by_subject[row["subject"]]
         if spec.startswith("frame:"):
-            return frame_of(video, "last"), f"{video.name}@last"
+            return frame_at(video, "last"), f"{video.name}@last"
     if spec.startswith("frame:"):
-        return frame_of(video, spec.split(":", 1)[1]), f"{video.name}@{spec[6:]}"
+        return frame_at(video, spec.split(":", 1)[1]), f"{video.name}@{spec[6:]}"
     return root / spec, spec
 
 

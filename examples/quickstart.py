@@ -13,22 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-import cv2
-
 import liveness
+from liveness.video import frame_at
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def frame_at(video: Path, seconds: float):
-    """One frame of ``video`` at ``seconds`` (BGR array)."""
-    cap = cv2.VideoCapture(str(video))
-    cap.set(cv2.CAP_PROP_POS_MSEC, seconds * 1000)
-    ok, image = cap.read()
-    cap.release()
-    if not ok:
-        raise SystemExit(f"cannot read a frame at {seconds} s from {video}")
-    return image
 
 
 def main() -> int:

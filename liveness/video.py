@@ -329,3 +329,29 @@ def load_image(source: str | os.PathLike | bytes | np.ndarray) -> np.ndarray:
         f"unsupported reference image of type {type(source).__name__}: pass a path, bytes "
         "or a uint8 array"
     )
+
+
+def frame_at(source: str | os.PathLike, seconds: float | str) -> np.ndarray:
+    """The BGR frame shown at ``seconds`` into a video file (``"last"``: its final frame).
+
+    Frames are decoded in order rather than sought to, because seeking is unreliable in
+    some containers (webm). Handy for taking a reference photo from a recording.
+    """
+    path = Path(source)
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    chosen, index = None, 0
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 or index / fps
+            chosen, index = image, index + 1
+            if seconds != "last" and t >= float(seconds):
+                break
+    finally:
+        cap.release()
+    if chosen is None:
+        raise VideoDecodeError(f"{path.name}: no frame could be decoded")
+    return chosen
