@@ -182,14 +182,18 @@ def detect_actions(
     events += _events("look_up", s.pitch - pitch_base, pitch_base, s, cfg.pitch, cfg.max_gap_s)
     events += _events("look_down", pitch_base - s.pitch, pitch_base, s, cfg.pitch, cfg.max_gap_s)
 
-    smile_base = float(np.percentile(s.smile, cfg.rest_percentile))
-    events += _events("smile", s.smile - smile_base, smile_base, s, cfg.smile, cfg.max_gap_s)
-
+    where = {int(f): i for i, f in enumerate(s.frame)}
     jaw_base = float(np.percentile(s.jaw, cfg.rest_percentile))
+    smile_base = float(np.percentile(s.smile, cfg.rest_percentile))
+    smiles = _events("smile", s.smile - smile_base, smile_base, s, cfg.smile, cfg.max_gap_s)
+    # An open mouth stretches the mouth corners too and reads as a smile; a smile whose
+    # peak has the jaw dropped past the open-mouth exit level is the open mouth, not a smile
+    # (otherwise "open your mouth" would also pass a "smile" step).
+    events += [e for e in smiles if s.jaw[where[e.peak_frame]] - jaw_base < cfg.open_mouth.exit]
+
     gap_base = float(np.percentile(s.lip_gap, cfg.rest_percentile))
     mouth = _events("open_mouth", s.jaw - jaw_base, jaw_base, s, cfg.open_mouth, cfg.max_gap_s)
     # Lips must part at the peak: the jaw score alone also rises with a clenched-lip jaw drop.
-    where = {int(f): i for i, f in enumerate(s.frame)}
     events += [e for e in mouth if s.lip_gap[where[e.peak_frame]] - gap_base >= cfg.min_lip_gap]
 
     return sorted(events, key=lambda e: (e.start, e.kind))

@@ -296,6 +296,18 @@ def test_smile_and_open_mouth_need_hold_and_open_lips():
     assert detect_actions(_clip(n, jaw=jaw)) == []
 
 
+def test_an_open_mouth_that_stretches_the_corners_is_not_also_a_smile():
+    n = 60
+    # The landmarker scores mouth corners as smiling while the mouth is wide open
+    # (rendered open_mouth clips: smile +0.5 with jaw +0.2-0.35).
+    jaw = _pulse(n, 20, 40, 0.02, 0.5)
+    lips = _pulse(n, 20, 40, 0.02, 0.5)
+    corners = _pulse(n, 20, 40, 0.05, 0.7)
+    assert _kinds(detect_actions(_clip(n, smile=corners, jaw=jaw, lips=lips))) == ["open_mouth"]
+    # the same corners with the jaw closed are a smile
+    assert _kinds(detect_actions(_clip(n, smile=corners))) == ["smile"]
+
+
 def test_missing_faces_are_gaps():
     n = 60
     yaw = _pulse(n, 20, 40, 0.0, 28.0)
