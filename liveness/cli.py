@@ -13,7 +13,14 @@ import sys
 
 from . import models
 from .errors import LivenessError
-from .sessions import ENV_KEY, ChallengeGate, KeyConfigError, Keyring, SQLiteSessionStore
+from .sessions import (
+    ENV_KEY,
+    ChallengeGate,
+    KeyConfigError,
+    Keyring,
+    SessionError,
+    SQLiteSessionStore,
+)
 
 DEFAULT_STORE = "liveness-sessions.sqlite3"
 
@@ -136,6 +143,9 @@ def _challenge_new(args) -> int:
         issued = gate.issue(
             account=args.account, actions=args.actions, ttl=args.ttl, exclude=exclude
         )
+    except SessionError as exc:  # the account is rate limited: a refusal, not a fault
+        print(f"liveness: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_NOT_ACCEPTED
     except ValueError as exc:
         raise LivenessError(str(exc)) from exc
     print(json.dumps(issued.to_dict()))

@@ -563,8 +563,10 @@ def issue_challenge(
     """Draw a challenge, record its session in ``store`` and return the signed token.
 
     ``account`` binds the token to an account (needed for rate limiting; tokens without one
-    are not rate limited). ``ttl`` is the lifetime in seconds; it should cover reading the
-    instructions and recording, and little more. Times are UTC epoch seconds.
+    are not rate limited). An account blocked after too many failed attempts gets no new
+    session: :class:`RateLimitedError` says how long to wait. ``ttl`` is the lifetime in
+    seconds; it should cover reading the instructions and recording, and little more. Times
+    are UTC epoch seconds.
     """
     if account is not None and (
         not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_CHARS
@@ -573,6 +575,8 @@ def issue_challenge(
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
         raise ValueError(f"ttl must be an integer from 1 to {MAX_TTL} seconds, not {ttl!r}")
     seq = draw_actions(actions, exclude)
+    if account is not None:
+        store.check_rate_limit(account, time.time() if now is None else now)
     iat = math.floor(time.time() if now is None else now)
     claims = ChallengeClaims(
         session_id=secrets.token_urlsafe(16),

@@ -393,6 +393,8 @@ def test_rate_limit_trips_after_n_failures_and_recovers(keyring, store):
         assert store.record_failure("alice", T0 + i) is None
     store.check_rate_limit("alice", T0 + 4)
     assert store.failures("alice", 180, T0 + 4) == 4
+    # a session issued before the block trips
+    ch = issue_challenge(keyring, store, account="alice", ttl=1000, now=T0 + 4)
     until = store.record_failure("alice", T0 + 4)
     assert until == T0 + 4 + 300
     with pytest.raises(SessionError) as e:
@@ -402,14 +404,18 @@ def test_rate_limit_trips_after_n_failures_and_recovers(keyring, store):
     assert "Wait 5 minutes" in e.value.message
     store.check_rate_limit("bob", T0 + 5)  # other accounts are not affected
 
+    # No new session while blocked, and it says so.
+    with pytest.raises(SessionError) as e:
+        issue_challenge(keyring, store, account="alice", now=T0 + 6)
+    assert code_of(e) == RATE_LIMITED and "Wait" in e.value.message
     # begin_verification refuses while blocked, without consuming the session.
-    ch = issue_challenge(keyring, store, account="alice", ttl=1000, now=T0 + 5)
     with pytest.raises(SessionError) as e:
         begin_verification(keyring, store, ch.token, digest(1), now=T0 + 250)
     assert code_of(e) == RATE_LIMITED
     assert "54 seconds" in e.value.message
     # After the cool-down the same (still valid) token works; old failures do not re-block.
     begin_verification(keyring, store, ch.token, digest(1), now=T0 + 304)
+    issue_challenge(keyring, store, account="alice", now=T0 + 304)
     assert store.record_failure("alice", T0 + 305) is None
     store.check_rate_limit("alice", T0 + 305)
 

@@ -200,3 +200,19 @@ def test_cli_challenge_new_verify_and_inspect(model_dir, data_dir, tmp_path, cap
     blinks = [a for a in seen["actions"] if a["kind"] == "blink"]
     assert len(blinks) >= 8
     assert all({"kind", "start", "peak", "end", "confidence"} <= set(a) for a in seen["actions"])
+
+
+def test_cli_refuses_new_sessions_for_a_rate_limited_account(tmp_path, capsys, monkeypatch):
+    import time
+
+    from liveness.sessions import SQLiteSessionStore
+
+    store_path = tmp_path / "sessions.sqlite3"
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", "s" * 32)
+    store = SQLiteSessionStore(store_path)
+    for _ in range(5):
+        store.record_failure("bob", time.time())
+    assert cli_main(["challenge", "new", "--account", "bob", "--store", str(store_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "RATE_LIMITED" in err and "Wait" in err
+    assert cli_main(["challenge", "new", "--account", "carol", "--store", str(store_path)]) == 0
