@@ -22,21 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import emit, progress
+from benchmarks.lfw import image_path, pair_images, read_pairs
 from liveness.verify import Verifier
-
-
-def pair_images(pairs_file: Path) -> list[tuple[str, int]]:
-    """(name, number) of every image a LFW pairs file mentions, in first-seen order."""
-    seen: dict[tuple[str, int], None] = {}
-    for line in pairs_file.read_text().split("\n"):
-        f = line.split()
-        if len(f) == 3:
-            seen[(f[0], int(f[1]))] = None
-            seen[(f[0], int(f[2]))] = None
-        elif len(f) == 4:
-            seen[(f[0], int(f[1]))] = None
-            seen[(f[2], int(f[3]))] = None
-    return list(seen)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,11 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(args, v: Verifier) -> dict:
     names, embs, missing = [], [], 0
     t0 = time.perf_counter()
-    items = pair_images(args.pairs)
+    items = pair_images(read_pairs(args.pairs))
     for name, i in progress(
         items, len(items), "embedding", enabled=False if args.no_progress else None
     ):
-        ref = v.enroll(args.images / name / f"{name}_{i:04d}.jpg")
+        ref = v.enroll(image_path(args.images, name, i))
         if ref.faces_found == 0:
             missing += 1
             continue

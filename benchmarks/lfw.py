@@ -42,6 +42,12 @@ def read_pairs(path: Path) -> list[tuple[str, int, str, int]]:
     return pairs
 
 
+def pair_images(pairs: list[tuple[str, int, str, int]]) -> list[tuple[str, int]]:
+    """``(name, number)`` of every image the pairs mention, once each, in first-seen order."""
+    seen = dict.fromkeys(img for a, i, b, j in pairs for img in ((a, i), (b, j)))
+    return list(seen)
+
+
 def image_path(images: Path, name: str, i: int) -> Path:
     return images / name / f"{name}_{i:04d}.jpg"
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     pairs = read_pairs(args.pairs)
-    names = sorted({(a, i) for a, i, _, _ in pairs} | {(b, j) for _, _, b, j in pairs})
+    names = pair_images(pairs)
     with Verifier(args.model_dir) as v:
         cache: dict[tuple[str, int], np.ndarray | None] = {}
         t0 = time.perf_counter()
