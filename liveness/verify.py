@@ -382,7 +382,7 @@ class Verifier:
                 for i in present
             }
             problems = {i: q[i].problems(cfg.quality) for i in present}
-            good = [i for i in present if not problems[i]]
+            good = {i for i in present if not problems[i]}
             scores = [q[i].score(cfg.quality) if i in good else 0.0 for i in present]
             best = [
                 present[k] for k in best_frames(scores, [frames[i].t for i in present], cfg.best_k)
@@ -417,7 +417,8 @@ class Verifier:
             out.reasons.append(Reason.of(ReasonCode.MULTIPLE_FACES))
 
         with clock("embed"):
-            usable = [i for i in keyframes if i in subject and (i in best or i in good)]
+            # best frames are good frames (a failed gate scores 0 and is never chosen)
+            usable = [i for i in keyframes if i in subject and i in good]
             aligned = [align_face(frames[i].image, subject[i].points) for i in usable]
             emb = dict(zip(usable, self.embedder.embed(aligned), strict=True))
         spread = identity_spread(np.stack([emb[i] for i in usable])) if usable else 1.0
@@ -617,7 +618,7 @@ def _reference_info(r: Reference) -> dict:
 
 
 def _quality_summary(
-    q: dict[int, FaceQuality], problems: dict[int, list[str]], good: list[int]
+    q: dict[int, FaceQuality], problems: dict[int, list[str]], good: set[int]
 ) -> dict:
     vals = list(q.values())
     counts = Counter(p for ps in problems.values() for p in ps)
