@@ -19,6 +19,9 @@ import numpy as np
 
 from .errors import InputError, VideoDecodeError, VideoLimitError
 
+# The same digest a server computes with sessions.video_digest, so that the two agree.
+from .sessions import video_digest
+
 
 @dataclass(frozen=True)
 class VideoLimits:
@@ -104,7 +107,7 @@ def load_video(
             video = _decode_file(Path(tmp), sample_fps, limits, on_frame)
         finally:
             os.unlink(tmp)
-        video.sha256 = hashlib.sha256(data).hexdigest()
+        video.sha256 = video_digest(data)
         return video
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -118,7 +121,7 @@ def load_video(
                 f"video file {path} is {size} bytes, over the limit of {limits.max_bytes}"
             )
         video = _decode_file(path, sample_fps, limits, on_frame)
-        video.sha256 = _file_sha256(path)
+        video.sha256 = video_digest(path)
         return video
     if isinstance(source, np.ndarray):
         raise InputError("a single array is not a video: pass a list of frames, a path or bytes")
@@ -128,14 +131,6 @@ def load_video(
         f"unsupported video input of type {type(source).__name__}: pass a path, bytes, "
         "or an iterable of (t, image) frames"
     )
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _shrink(image: np.ndarray, long_side: int) -> np.ndarray:
