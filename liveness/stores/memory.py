@@ -1,0 +1,118 @@
+"""A session store in this process's memory (``memory://``)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .base import (
+    DEFAULT_DIGEST_RETENTION,
+    SESSION_GRACE,
+    Block,
+    already_used,
+    duplicate_session,
+    unknown_session,
+)
+from .ratelimit import RateLimit, RateLimitRules
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sessions import ChallengeClaims
+
+__all__ = ["MemorySessionStore"]
+
+
+@dataclass(eq=False)  # identity, not contents: two stores are never "the same store"
+class MemorySessionStore(RateLimitRules):
+    """A :class:`~liveness.stores.SessionStore` in this process's memory, behind one lock:
+    for tests and a single-process server. Everything is lost on exit, so a restart re-opens
+    used tokens until they expire; use a SQLite file or a server otherwise."""
+
+    limits: RateLimit = field(default_factory=RateLimit)
+    digest_retention: float = DEFAULT_DIGEST_RETENTION
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # session id -> [expires_at, consumed_at or None]
+    _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
+    _digests: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    # account -> [(failure id, time)]; ids order failures even when times are equal
+    _failures: dict[str, list[tuple[int, float]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _blocks: dict[str, Block] = field(default_factory=dict, init=False, repr=False)
+    _next_failure_id: int = field(default=1, init=False, repr=False)
+
+    def close(self) -> None:
+        """Nothing to release (for symmetry with the server-backed stores)."""
+
+    def record_issued(self, claims: ChallengeClaims) -> None:
+        with self._lock:
+            if claims.session_id in self._sessions:
+                raise duplicate_session(claims.session_id)
+            self._sessions[claims.session_id] = [claims.expires_at, None]
+
+    def is_known(self, session_id: str) -> bool:
+        with self._lock:
+            return session_id in self._sessions
+
+    def consume(self, session_id: str, now: float) -> None:
+        with self._lock:
+            rec = self._sessions.get(session_id)
+            if rec is None:
+                raise unknown_session()
+            if rec[1] is not None:
+                raise already_used(rec[1])
+            rec[1] = now
+
+    def record_video_digest(self, digest: str, now: float) -> bool:
+        with self._lock:
+            if digest in self._digests:
+                return False
+            self._digests[digest] = now
+            return True
+
+    def add_failure(self, account: str, now: float) -> int:
+        with self._lock:
+            fid = self._next_failure_id
+            self._next_failure_id += 1
+            self._failures.setdefault(account, []).append((fid, now))
+            return fid
+
+    def count_failures(self, account: str, after_id: int, since: float) -> int:
+        with self._lock:
+            return sum(1 for i, t in self._failures.get(account, ()) if i > after_id and t > since)
+
+    def failures(self, account: str, window: float, now: float) -> int:
+        with self._lock:
+            return sum(1 for _, t in self._failures.get(account, ()) if now - window < t <= now)
+
+    def get_block(self, account: str) -> Block | None:
+        with self._lock:
+            return self._blocks.get(account)
+
+    def set_block(self, account: str, until: float, trigger_id: int) -> None:
+        with self._lock:
+            old = self._blocks.get(account)
+            if old is None or old.trigger_id < trigger_id:
+                self._blocks[account] = Block(until, trigger_id)
+
+    def purge(self, now: float) -> int:
+        with self._lock:
+            removed = 0
+            for sid in [s for s, r in self._sessions.items() if r[0] < now - SESSION_GRACE]:
+                del self._sessions[sid]
+                removed += 1
+            for d in [d for d, t in self._digests.items() if t < now - self.digest_retention]:
+                del self._digests[d]
+                removed += 1
+            for acct, lst in list(self._failures.items()):
+                keep = [(i, t) for i, t in lst if t > now - self.limits.window]
+                removed += len(lst) - len(keep)
+                if keep:
+                    self._failures[acct] = keep
+                else:
+                    del self._failures[acct]
+            # A block's trigger id still matters while failures before it are in a window.
+            for acct in [a for a, b in self._blocks.items() if b.until < now - self.limits.window]:
+                del self._blocks[acct]
+                removed += 1
+            return removed

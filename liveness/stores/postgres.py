@@ -1,0 +1,261 @@
+"""PostgreSQL (``postgresql://user:pass@host:port/db``): one database shared by any number of
+service processes on any number of machines. psycopg 3 with a ``psycopg_pool`` pool."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .base import (
+    DEFAULT_DIGEST_RETENTION,
+    SESSION_GRACE,
+    Block,
+    StoreUnavailable,
+    already_used,
+    duplicate_session,
+    unknown_session,
+)
+from .ratelimit import RateLimit, RateLimitRules
+from .url import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sessions import ChallengeClaims
+
+__all__ = ["PostgresSessionStore"]
+
+_NAMESPACE_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {ns}_sessions (
+    id TEXT PRIMARY KEY,
+    account TEXT,
+    actions TEXT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    consumed_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS {ns}_sessions_expires ON {ns}_sessions (expires_at);
+CREATE TABLE IF NOT EXISTS {ns}_video_digests (
+    digest TEXT PRIMARY KEY,
+    seen_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_video_digests_seen ON {ns}_video_digests (seen_at);
+CREATE TABLE IF NOT EXISTS {ns}_failures (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_failures_account_at ON {ns}_failures (account, at);
+CREATE INDEX IF NOT EXISTS {ns}_failures_at ON {ns}_failures (at);
+CREATE TABLE IF NOT EXISTS {ns}_blocks (
+    account TEXT PRIMARY KEY,
+    blocked_until DOUBLE PRECISION NOT NULL,
+    trigger_id BIGINT NOT NULL
+);
+"""
+
+# The driver's ways of saying "the server is not there or stopped answering".
+_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class PostgresSessionStore(RateLimitRules):
+    """A :class:`~liveness.stores.SessionStore` in PostgreSQL.
+
+    Every primitive is one autocommitted statement (``purge``: one transaction), so there is
+    no lock held between round trips: ``consume`` is a conditional ``UPDATE ... WHERE
+    consumed_at IS NULL`` (under READ COMMITTED a second updater waits for the first to
+    commit, re-checks the condition and updates nothing), digests are ``INSERT ... ON
+    CONFLICT DO NOTHING``. Tables are ``<namespace>_sessions`` etc., created on first use
+    under an advisory lock so that several processes starting together do not collide.
+
+    Connections come from a pool of ``min_size``..``max_size`` that checks each connection
+    before lending it (so a database restart costs one failed check, not a failed request).
+    A server that cannot be reached within ``timeout`` seconds raises
+    :class:`~liveness.stores.StoreUnavailable`. The pool holds threads and sockets: call
+    :meth:`close`, and make a new store in a child process after ``fork``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limits: RateLimit | None = None,
+        digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        namespace: str = "liveness",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 5.0,
+    ) -> None:
+        if not _NAMESPACE_RE.fullmatch(namespace):
+            raise ValueError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
+        self.url = url
+        self.limits = limits or RateLimit()
+        self.digest_retention = digest_retention
+        self.namespace = namespace
+        self.timeout = timeout
+        self._t = {n: f"{namespace}_{n}" for n in ("sessions", "video_digests", "failures")}
+        self._t["blocks"] = f"{namespace}_blocks"
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
+            check=ConnectionPool.check_connection,
+            open=False,
+            name=f"liveness-{namespace}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except _DOWN as exc:
+            self._pool.close()
+            raise StoreUnavailable(detail=f"postgresql {redact(url)}: {exc}") from exc
+        try:
+            self._init_db()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresSessionStore({redact(self.url)!r}, namespace={self.namespace!r})"
+
+    def close(self) -> None:
+        """Close the pool's connections and stop its threads."""
+        self._pool.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self._pool.connection(timeout=self.timeout) as conn:
+                yield conn
+        except _DOWN as exc:
+            raise StoreUnavailable(detail=f"postgresql {redact(self.url)}: {exc}") from exc
+
+    def _init_db(self) -> None:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.namespace,))
+            for stmt in _SCHEMA.format(ns=self.namespace).split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+
+    def record_issued(self, claims: ChallengeClaims) -> None:
+        with self._conn() as conn:
+            cur = conn.execute(
+                f"INSERT INTO {self._t['sessions']} (id, account, actions, issued_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (
+                    claims.session_id,
+                    claims.account,
+                    json.dumps(list(claims.actions)),
+                    claims.issued_at,
+                    claims.expires_at,
+                ),
+            )
+        if cur.rowcount != 1:
+            raise duplicate_session(claims.session_id)
+
+    def is_known(self, session_id: str) -> bool:
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM {self._t['sessions']} WHERE id = %s", (session_id,)
+            ).fetchone()
+        return row is not None
+
+    def consume(self, session_id: str, now: float) -> None:
+        t = self._t["sessions"]
+        with self._conn() as conn:
+            # One statement: the conditional UPDATE decides; the SELECT (from the statement's
+            # snapshot) only tells "unknown" from "used" when the UPDATE changed nothing.
+            updated, exists, consumed_at = conn.execute(
+                f"WITH u AS (UPDATE {t} SET consumed_at = %s "
+                "WHERE id = %s AND consumed_at IS NULL RETURNING 1) "
+                f"SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM {t} WHERE id = %s), "
+                f"(SELECT consumed_at FROM {t} WHERE id = %s)",
+                (now, session_id, session_id, session_id),
+            ).fetchone()
+        if updated == 1:
+            return
+        if not exists:
+            raise unknown_session()
+        raise already_used(consumed_at)
+
+    def record_video_digest(self, digest: str, now: float) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute(
+                f"INSERT INTO {self._t['video_digests']} (digest, seen_at) VALUES (%s, %s) "
+                "ON CONFLICT (digest) DO NOTHING",
+                (digest, now),
+            )
+        return cur.rowcount == 1
+
+    def add_failure(self, account: str, now: float) -> int:
+        with self._conn() as conn:
+            (fid,) = conn.execute(
+                f"INSERT INTO {self._t['failures']} (account, at) VALUES (%s, %s) RETURNING id",
+                (_text(account), now),
+            ).fetchone()
+        return int(fid)
+
+    def count_failures(self, account: str, after_id: int, since: float) -> int:
+        with self._conn() as conn:
+            (n,) = conn.execute(
+                f"SELECT count(*) FROM {self._t['failures']} "
+                "WHERE account = %s AND id > %s AND at > %s",
+                (_text(account), after_id, since),
+            ).fetchone()
+        return int(n)
+
+    def failures(self, account: str, window: float, now: float) -> int:
+        with self._conn() as conn:
+            (n,) = conn.execute(
+                f"SELECT count(*) FROM {self._t['failures']} "
+                "WHERE account = %s AND at > %s AND at <= %s",
+                (_text(account), now - window, now),
+            ).fetchone()
+        return int(n)
+
+    def get_block(self, account: str) -> Block | None:
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT blocked_until, trigger_id FROM {self._t['blocks']} WHERE account = %s",
+                (_text(account),),
+            ).fetchone()
+        return Block(float(row[0]), int(row[1])) if row else None
+
+    def set_block(self, account: str, until: float, trigger_id: int) -> None:
+        t = self._t["blocks"]
+        with self._conn() as conn:
+            conn.execute(
+                f"INSERT INTO {t} (account, blocked_until, trigger_id) VALUES (%s, %s, %s) "
+                "ON CONFLICT (account) DO UPDATE SET blocked_until = excluded.blocked_until, "
+                f"trigger_id = excluded.trigger_id WHERE {t}.trigger_id < excluded.trigger_id",
+                (_text(account), until, trigger_id),
+            )
+
+    def purge(self, now: float) -> int:
+        t, lim = self._t, self.limits
+        removed = 0
+        with self._conn() as conn, conn.transaction():
+            for sql, arg in (
+                (f"DELETE FROM {t['sessions']} WHERE expires_at < %s", now - SESSION_GRACE),
+                (
+                    f"DELETE FROM {t['video_digests']} WHERE seen_at < %s",
+                    now - self.digest_retention,
+                ),
+                (f"DELETE FROM {t['failures']} WHERE at <= %s", now - lim.window),
+                (f"DELETE FROM {t['blocks']} WHERE blocked_until < %s", now - lim.window),
+            ):
+                removed += conn.execute(sql, (arg,)).rowcount
+        return removed
+
+
+def _text(s: str) -> str:
+    """PostgreSQL text cannot hold NUL; refuse it as a bad argument, not a server fault."""
+    if "\x00" in s:
+        raise ValueError("account must not contain NUL characters")
+    return s

@@ -1,0 +1,264 @@
+"""Redis (``redis://[:password@]host:port/db``): a shared store for several service processes,
+with redis-py. Every primitive that reads and writes is one Lua script, which Redis runs
+atomically; the others are single commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import redis
+
+from .base import (
+    DEFAULT_DIGEST_RETENTION,
+    SESSION_GRACE,
+    Block,
+    StoreUnavailable,
+    already_used,
+    duplicate_session,
+    unknown_session,
+)
+from .ratelimit import RateLimit, RateLimitRules
+from .url import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sessions import ChallengeClaims
+
+__all__ = ["RedisSessionStore"]
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+# KEYS: sessions zset, consumed hash. ARGV: session id, now.
+# -> {1} consumed now, {0} unknown, {2, consumed_at} consumed before.
+_CONSUME = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0} end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then return {1} end
+return {2, redis.call('HGET', KEYS[2], ARGV[1])}
+"""
+
+# KEYS: failure id counter, the account's failures zset, failures index zset.
+# ARGV: account, now. -> the new failure's id.
+_ADD_FAILURE = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[2], id)
+redis.call('ZADD', KEYS[3], ARGV[2], id .. '|' .. ARGV[1])
+return id
+"""
+
+# KEYS: the account's failures zset. ARGV: after_id, since. -> count.
+_COUNT_FAILURES = """
+local after = tonumber(ARGV[1])
+local n = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')) do
+  if tonumber(id) > after then n = n + 1 end
+end
+return n
+"""
+
+# KEYS: blocks hash (account -> "until|trigger"), blocks-by-until zset.
+# ARGV: account, until, trigger id. -> 1 if written.
+_SET_BLOCK = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local t = tonumber(string.match(cur, '|(%d+)$'))
+  if t and t >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: sessions, consumed, digests, failures index, blocks, blocks-by-until.
+# ARGV: session cutoff, digest cutoff, failure cutoff, block cutoff, failure key prefix, batch.
+# Removes at most `batch` sessions, failures and blocks (digests: all) -> {removed, more}.
+_PURGE = """
+local batch = tonumber(ARGV[6])
+local removed, more = 0, 0
+local sids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, batch)
+for _, sid in ipairs(sids) do
+  redis.call('HDEL', KEYS[2], sid)
+  redis.call('ZREM', KEYS[1], sid)
+end
+removed = removed + #sids
+if #sids == batch then more = 1 end
+removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
+local fails = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[3], 'LIMIT', 0, batch)
+for _, m in ipairs(fails) do
+  local bar = string.find(m, '|', 1, true)
+  redis.call('ZREM', ARGV[5] .. string.sub(m, bar + 1), string.sub(m, 1, bar - 1))
+  redis.call('ZREM', KEYS[4], m)
+end
+removed = removed + #fails
+if #fails == batch then more = 1 end
+local accts = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4], 'LIMIT', 0, batch)
+for _, a in ipairs(accts) do
+  redis.call('HDEL', KEYS[5], a)
+  redis.call('ZREM', KEYS[6], a)
+end
+removed = removed + #accts
+if #accts == batch then more = 1 end
+return {removed, more}
+"""
+
+# The driver's ways of saying "the server is not there or stopped answering" (AuthenticationError
+# and BusyLoadingError are ConnectionErrors too).
+_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class RedisSessionStore(RateLimitRules):
+    """A :class:`~liveness.stores.SessionStore` in Redis.
+
+    Keys live under ``{<namespace>}:`` (one hash tag, so every key of one store sits in one
+    Redis Cluster slot and the Lua scripts stay valid there). Sessions are a sorted set
+    scored by expiry plus a hash of consumption times; ``consume`` is a script that checks the
+    session exists and ``HSETNX``-es its consumption time, so exactly one caller wins.
+    Digests are one sorted set written with ``ZADD NX``. Nothing relies on Redis key expiry:
+    all times are the caller's ``now``, and :meth:`purge` removes what is old.
+
+    Durability is Redis's: for a consumed session to stay consumed after a Redis crash, run
+    it with ``appendonly yes`` and ``appendfsync always`` (``everysec`` can forget the last
+    second). A server that cannot be reached within ``timeout`` seconds raises
+    :class:`~liveness.stores.StoreUnavailable`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limits: RateLimit | None = None,
+        digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        namespace: str = "liveness",
+        timeout: float = 5.0,
+        purge_batch: int = 1000,
+    ) -> None:
+        if not _NAMESPACE_RE.fullmatch(namespace):
+            raise ValueError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
+        self.url = url
+        self.limits = limits or RateLimit()
+        self.digest_retention = digest_retention
+        self.namespace = namespace
+        self.purge_batch = purge_batch
+        p = f"{{{namespace}}}:"
+        self._k = {
+            n: p + n
+            for n in ("sessions", "consumed", "digests", "failseq", "failidx", "blocks", "blocked")
+        }
+        self._fail_prefix = p + "fail:"
+        # redis-py's pool notices a fork and opens new connections in the child.
+        self._r = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+        self._consume = self._r.register_script(_CONSUME)
+        self._add_failure = self._r.register_script(_ADD_FAILURE)
+        self._count_failures = self._r.register_script(_COUNT_FAILURES)
+        self._set_block = self._r.register_script(_SET_BLOCK)
+        self._purge = self._r.register_script(_PURGE)
+        with self._call():
+            self._r.ping()
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore({redact(self.url)!r}, namespace={self.namespace!r})"
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._r.close()
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        try:
+            yield
+        except _DOWN as exc:
+            raise StoreUnavailable(detail=f"redis {redact(self.url)}: {exc}") from exc
+
+    def record_issued(self, claims: ChallengeClaims) -> None:
+        with self._call():
+            added = self._r.zadd(
+                self._k["sessions"], {claims.session_id: claims.expires_at}, nx=True
+            )
+        if added != 1:
+            raise duplicate_session(claims.session_id)
+
+    def is_known(self, session_id: str) -> bool:
+        with self._call():
+            return self._r.zscore(self._k["sessions"], session_id) is not None
+
+    def consume(self, session_id: str, now: float) -> None:
+        with self._call():
+            res = self._consume(
+                keys=[self._k["sessions"], self._k["consumed"]], args=[session_id, repr(float(now))]
+            )
+        if res[0] == 1:
+            return
+        if res[0] == 0:
+            raise unknown_session()
+        raise already_used(float(res[1]))
+
+    def record_video_digest(self, digest: str, now: float) -> bool:
+        with self._call():
+            return self._r.zadd(self._k["digests"], {digest: now}, nx=True) == 1
+
+    def add_failure(self, account: str, now: float) -> int:
+        with self._call():
+            return int(
+                self._add_failure(
+                    keys=[self._k["failseq"], self._fail_prefix + account, self._k["failidx"]],
+                    args=[account, repr(float(now))],
+                )
+            )
+
+    def count_failures(self, account: str, after_id: int, since: float) -> int:
+        with self._call():
+            return int(
+                self._count_failures(
+                    keys=[self._fail_prefix + account], args=[int(after_id), repr(float(since))]
+                )
+            )
+
+    def failures(self, account: str, window: float, now: float) -> int:
+        with self._call():
+            return int(
+                self._r.zcount(
+                    self._fail_prefix + account, f"({float(now - window)!r}", repr(float(now))
+                )
+            )
+
+    def get_block(self, account: str) -> Block | None:
+        with self._call():
+            val = self._r.hget(self._k["blocks"], account)
+        if val is None:
+            return None
+        until, _, trigger = val.rpartition("|")
+        return Block(float(until), int(trigger))
+
+    def set_block(self, account: str, until: float, trigger_id: int) -> None:
+        with self._call():
+            self._set_block(
+                keys=[self._k["blocks"], self._k["blocked"]],
+                args=[account, repr(float(until)), int(trigger_id)],
+            )
+
+    def purge(self, now: float) -> int:
+        lim = self.limits
+        args = [
+            repr(float(now - SESSION_GRACE)),
+            repr(float(now - self.digest_retention)),
+            repr(float(now - lim.window)),
+            repr(float(now - lim.window)),
+            self._fail_prefix,
+            int(self.purge_batch),
+        ]
+        keys = [self._k[n] for n in ("sessions", "consumed", "digests", "failidx")]
+        keys += [self._k["blocks"], self._k["blocked"]]
+        total = 0
+        while True:
+            with self._call():
+                removed, more = self._purge(keys=keys, args=args)
+            total += int(removed)
+            if not more:
+                return total
