@@ -19,10 +19,11 @@ from .sessions import (
     KeyConfigError,
     Keyring,
     SessionError,
-    SQLiteSessionStore,
 )
+from .stores import store_from_url
 
 DEFAULT_STORE = "liveness-sessions.sqlite3"
+STORE_HELP = "session store: a SQLite file, or sqlite:///FILE, postgresql://..., redis://..."
 
 EXIT_ACCEPT, EXIT_NOT_ACCEPTED, EXIT_ERROR = 0, 1, 2
 
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--providers", help="ONNX Runtime providers, comma separated (e.g. cuda,cpu)")
     v.add_argument("--verbose", action="store_true", help="keep native libraries' log output")
     v.add_argument("--challenge", metavar="TOKEN", help="the token from 'liveness challenge new'")
-    v.add_argument("--store", default=DEFAULT_STORE, help="session store (SQLite file)")
+    v.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     v.add_argument("--key-file", help=f"signing key file (else ${ENV_KEY})")
     v.add_argument("--mirrored", action="store_true", help="the video is a mirrored preview")
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     n = csub.add_parser("new", help="draw a random action sequence and print its token")
     n.add_argument("--actions", type=int, default=3, help="number of actions (default 3)")
     n.add_argument("--ttl", type=int, default=120, help="seconds the session is valid")
-    n.add_argument("--store", default=DEFAULT_STORE, help="session store (SQLite file)")
+    n.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     n.add_argument("--key-file", help=f"signing key file (else ${ENV_KEY})")
     n.add_argument("--account", help="account the session is for (rate limits count per account)")
     n.add_argument("--exclude", default="", help="actions never to ask for, comma separated")
@@ -113,8 +114,8 @@ def _verify(args) -> int:
     providers = args.providers.split(",") if args.providers else None
     gate = None
     if args.challenge:
-        gate = ChallengeGate(Keyring.load(args.key_file), SQLiteSessionStore(args.store))
-    with quiet_native_stderr(not args.verbose):
+        gate = ChallengeGate(Keyring.load(args.key_file), store_from_url(args.store))
+    with _closing_store(gate), quiet_native_stderr(not args.verbose):
         with Verifier(args.model_dir, providers=providers, challenges=gate) as verifier:
             result = verifier.verify(
                 args.video, args.reference, challenge=args.challenge, mirrored=args.mirrored
@@ -137,12 +138,13 @@ def _verify(args) -> int:
 
 
 def _challenge_new(args) -> int:
-    gate = ChallengeGate(Keyring.load(args.key_file), SQLiteSessionStore(args.store))
+    gate = ChallengeGate(Keyring.load(args.key_file), store_from_url(args.store))
     exclude = [a.strip() for a in args.exclude.split(",") if a.strip()]
     try:
-        issued = gate.issue(
-            account=args.account, actions=args.actions, ttl=args.ttl, exclude=exclude
-        )
+        with _closing_store(gate):
+            issued = gate.issue(
+                account=args.account, actions=args.actions, ttl=args.ttl, exclude=exclude
+            )
     except SessionError as exc:  # the account is rate limited: a refusal, not a fault
         print(f"liveness: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_NOT_ACCEPTED
@@ -150,6 +152,16 @@ def _challenge_new(args) -> int:
         raise LivenessError(str(exc)) from exc
     print(json.dumps(issued.to_dict()))
     return 0
+
+
+@contextlib.contextmanager
+def _closing_store(gate: ChallengeGate | None):
+    """Close the gate's store (a server store's pool) when the command is done."""
+    try:
+        yield
+    finally:
+        if gate is not None and hasattr(gate.store, "close"):
+            gate.store.close()
 
 
 def _inspect(args) -> int:

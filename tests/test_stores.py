@@ -1,0 +1,512 @@
+"""One conformance suite for every session store: memory, SQLite, and real PostgreSQL and
+Redis servers started by the tests (tests/servers.py). No mocks, no stand-ins.
+
+What every backend must guarantee (liveness.stores.base.SessionStore): atomic one-use consume,
+insert-if-absent digests, the rate-limit rule, expiry and purge, a typed StoreUnavailable when
+its server is gone; and, for the stores several processes share, exactly-once consume across
+processes and nothing lost when the server is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import secrets
+import stat
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from servers import free_port, postgres_server, redis_server  # noqa: F401 (fixtures)
+from store_race import race
+
+from liveness.cli import main as cli_main
+from liveness.errors import InputError, LivenessError
+from liveness.sessions import (
+    RATE_LIMITED,
+    SESSION_ALREADY_USED,
+    TOKEN_INVALID,
+    VIDEO_REUSED,
+    ChallengeClaims,
+    Keyring,
+    RateLimitedError,
+    SessionAlreadyUsedError,
+    SessionError,
+    TokenInvalidError,
+    begin_verification,
+    issue_challenge,
+    video_digest,
+)
+from liveness.stores import (
+    Block,
+    MemorySessionStore,
+    RateLimit,
+    SessionStore,
+    SQLiteSessionStore,
+    StorePrimitives,
+    StoreUnavailable,
+    StoreURLError,
+    store_from_url,
+)
+from liveness.stores.url import redact
+
+T0 = 1_750_000_000.0  # a fixed "now"; every test moves time explicitly
+BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
+SHARED = ["sqlite", "postgresql", "redis"]  # stores that several processes can share
+SERVERS = ["postgresql", "redis"]
+
+
+def digest(i) -> str:
+    return video_digest(f"video {i}".encode())
+
+
+def claims(sid: str | None = None, *, account: str | None = "alice", exp: int = 120):
+    return ChallengeClaims(
+        session_id=sid or secrets.token_urlsafe(16),
+        nonce=secrets.token_urlsafe(16),
+        account=account,
+        actions=("blink", "turn_left"),
+        issued_at=int(T0),
+        expires_at=int(T0) + exp,
+        kid="k1",
+    )
+
+
+@dataclass
+class Backend:
+    """A store URL plus the options that isolate this test (its own namespace); every store
+    opened through :meth:`open` is closed at the end of the test."""
+
+    kind: str
+    url: str
+    options: dict
+    opened: list = field(default_factory=list)
+
+    def open(self, **kw) -> SessionStore:
+        store = store_from_url(self.url, **self.options, **kw)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    kind = request.param
+    options: dict = {}
+    if kind == "memory":
+        url = "memory://"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    else:
+        server = request.getfixturevalue(f"{'postgres' if kind == 'postgresql' else kind}_server")
+        url = server.url
+        options["namespace"] = "t" + secrets.token_hex(6)  # fresh tables / keys per test
+    b = Backend(kind, url, options)
+    yield b
+    for store in b.opened:
+        store.close()
+
+
+@pytest.fixture
+def store(backend) -> SessionStore:
+    return backend.open()
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring.single(b"k" * 32, "k1")
+
+
+# --- one-use sessions and digests -----------------------------------------------------------
+
+
+def test_store_is_a_session_store_built_on_the_primitives(store):
+    assert isinstance(store, SessionStore)
+    assert isinstance(store, StorePrimitives)
+
+
+def test_session_is_consumed_exactly_once(store):
+    c = claims()
+    assert not store.is_known(c.session_id)
+    store.record_issued(c)
+    assert store.is_known(c.session_id)
+    with pytest.raises(ValueError):
+        store.record_issued(c)  # one id, one session
+    store.consume(c.session_id, T0 + 1)
+    with pytest.raises(SessionAlreadyUsedError) as e:
+        store.consume(c.session_id, T0 + 2)
+    assert e.value.code == SESSION_ALREADY_USED
+    with pytest.raises(TokenInvalidError):
+        store.consume("never-issued", T0)
+    assert not store.is_known("never-issued")  # consume did not create it
+
+
+def test_digest_is_insert_if_absent(store):
+    assert store.record_video_digest(digest(1), T0)
+    assert not store.record_video_digest(digest(1), T0 + 1)
+    assert store.record_video_digest(digest(2), T0 + 1)
+
+
+def test_begin_verification_end_to_end(keyring, store):
+    ch = issue_challenge(keyring, store, account="alice", now=T0)
+    got = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 1)
+    assert got.session_id == ch.session_id and list(got.actions) == ch.actions
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, ch.token, digest("b"), now=T0 + 2)
+    assert e.value.code == SESSION_ALREADY_USED
+    other = issue_challenge(keyring, store, account="alice", now=T0 + 3)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, other.token, digest("a"), now=T0 + 4)
+    assert e.value.code == VIDEO_REUSED
+    assert store.failures("alice", 180, T0 + 4) == 2  # both replays counted
+    elsewhere = MemorySessionStore()
+    foreign = issue_challenge(keyring, elsewhere, now=T0)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, foreign.token, digest("c"), now=T0 + 1)
+    assert e.value.code == TOKEN_INVALID
+
+
+def test_one_session_from_many_threads(store):
+    c = claims()
+    store.record_issued(c)
+    n = 12
+    barrier = threading.Barrier(n)
+    out: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        try:
+            store.consume(c.session_id, T0)
+            r = "ok"
+        except SessionError as e:
+            r = e.code
+        with lock:
+            out.append(r)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert Counter(out) == {"ok": 1, SESSION_ALREADY_USED: n - 1}
+
+
+# --- rate limit -----------------------------------------------------------------------------
+
+
+def test_rate_limit_trips_and_recovers(store):
+    assert store.limits == RateLimit(max_failures=5, window=180.0, cooldown=300.0)
+    for i in range(4):
+        assert store.record_failure("alice", T0 + i) is None
+    store.check_rate_limit("alice", T0 + 4)
+    assert store.failures("alice", 180, T0 + 4) == 4
+    assert store.record_failure("alice", T0 + 4) == T0 + 304
+    with pytest.raises(RateLimitedError) as e:
+        store.check_rate_limit("alice", T0 + 5)
+    assert e.value.code == RATE_LIMITED and e.value.retry_after == pytest.approx(299)
+    store.check_rate_limit("bob", T0 + 5)  # other accounts are not affected
+    # After the cool-down: free again, and the failures before the block never count again.
+    store.check_rate_limit("alice", T0 + 305)
+    for i in range(4):
+        assert store.record_failure("alice", T0 + 305 + i) is None
+    assert store.record_failure("alice", T0 + 310) == T0 + 610
+
+
+def test_failures_outside_the_window_do_not_add_up(store):
+    for i in range(4):
+        store.record_failure("alice", T0 + i)
+    for i in range(4):
+        assert store.record_failure("alice", T0 + 200 + i) is None
+    store.check_rate_limit("alice", T0 + 210)
+    assert store.failures("alice", 180, T0 + 210) == 4
+    assert store.failures("alice", 1000, T0 + 210) == 8
+    assert store.failures("alice", 1000, T0 + 100) == 4  # (now - window, now]
+
+
+def test_a_block_keeps_the_later_trigger(store):
+    assert store.get_block("alice") is None
+    store.set_block("alice", T0 + 300, 7)
+    store.set_block("alice", T0 + 200, 5)  # an earlier failure's block, arriving late
+    assert store.get_block("alice") == Block(T0 + 300, 7)
+    store.set_block("alice", T0 + 400, 9)
+    assert store.get_block("alice") == Block(T0 + 400, 9)
+
+
+def test_failure_ids_increase_across_accounts(store):
+    ids = [store.add_failure(a, T0) for a in ("a", "b", "a", "c")]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert store.count_failures("a", ids[0], T0 - 1) == 1
+    assert store.count_failures("a", 0, T0 - 1) == 2
+    assert store.count_failures("a", 0, T0) == 0  # strictly after `since`
+
+
+def test_odd_account_names_stay_apart(store):
+    names = ["a", "a|b", "a:b", "{a}", "ålice ☃", "x" * 256, "fail:a"]
+    for i, name in enumerate(names):
+        for _ in range(i + 1):
+            store.record_failure(name, T0)
+    for i, name in enumerate(names):
+        assert store.failures(name, 60, T0) == i + 1, name
+    assert store.purge(T0 + 1000) >= sum(range(1, len(names) + 1))
+    assert all(store.failures(n, 1e9, T0 + 1000) == 0 for n in names)
+
+
+# --- expiry and purge -----------------------------------------------------------------------
+
+
+def test_purge_forgets_only_what_no_longer_matters(store):
+    old, fresh = claims(exp=60), claims(exp=10_000)
+    store.record_issued(old)
+    store.record_issued(fresh)
+    store.consume(old.session_id, T0 + 1)
+    store.record_video_digest(digest(1), T0)
+    for i in range(5):
+        store.record_failure("alice", T0 + i)  # blocks until T0 + 304
+    assert store.purge(T0) == 0
+    # An hour of grace after expiry; failures within the window and the block stay.
+    assert store.purge(T0 + 61) == 0
+    assert store.is_known(old.session_id) and store.get_block("alice") is not None
+    # The block stays while failures before its trigger could still be in a window.
+    assert store.purge(T0 + 304 + 179) == 5 and store.get_block("alice") is not None
+    # Past the grace and the window: the old session and the block (which ran out more than
+    # a window ago) go; the fresh session and the digest stay.
+    assert store.purge(T0 + 60 + 3600 + 1) == 1 + 1
+    assert not store.is_known(old.session_id) and store.is_known(fresh.session_id)
+    assert store.get_block("alice") is None
+    assert not store.record_video_digest(digest(1), T0 + 3700)  # digests are kept 30 days
+    later = T0 + 31 * 24 * 3600
+    assert store.purge(later) == 2  # the fresh session (expired long ago) and the digest
+    assert store.record_video_digest(digest(1), later)
+    assert store.purge(later) == 0  # nothing left to do
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_purge_works_in_batches(backend):
+    """The Redis store purges in bounded batches (one Lua script must not stall Redis)."""
+    store = backend.open(purge_batch=7)
+    for i in range(30):
+        store.record_issued(claims(exp=1))
+        store.record_failure(f"acct{i % 3}", T0)
+    assert store.purge(T0 + 10_000) == 30 + 30 + 3  # sessions, failures, 3 accounts' blocks
+    assert store.purge(T0 + 10_000) == 0
+
+
+# --- shared between objects, processes and restarts -----------------------------------------
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_state_is_shared_by_every_store_on_the_url(backend):
+    a, b = backend.open(), backend.open()
+    c = claims()
+    a.record_issued(c)
+    assert b.is_known(c.session_id)
+    b.consume(c.session_id, T0)
+    with pytest.raises(SessionAlreadyUsedError):
+        a.consume(c.session_id, T0)
+    assert a.record_video_digest(digest(1), T0) and not b.record_video_digest(digest(1), T0)
+    for i in range(5):
+        (a if i % 2 else b).record_failure("alice", T0 + i)
+    with pytest.raises(RateLimitedError):
+        a.check_rate_limit("alice", T0 + 5)
+
+
+def _race_context():
+    """forkserver: children fork from a clean server process that imported the package once,
+    so they inherit no pools or threads from pytest and start in milliseconds."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["store_race", "liveness.stores", "liveness.sessions"])
+    return ctx
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_exactly_once_across_processes(backend):
+    """Six processes, each with its own store from the URL, race for 30 sessions and 30
+    digests at once and record 4 failures each for one account: every session and every
+    digest is won by exactly one process, and no failure is lost."""
+    procs, n = 6, 30
+    store = backend.open()
+    sessions = [claims() for _ in range(n)]
+    for c in sessions:
+        store.record_issued(c)
+    sids = [c.session_id for c in sessions]
+    digests = [digest(f"race {i}") for i in range(n)]
+    ctx = _race_context()
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=race,
+            args=(backend.url, backend.options, sids, digests, "alice", 4, T0, barrier, results),
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in range(procs)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert [err for *_, err in got if err] == []
+    won = Counter(s for _, w, _, _ in got for s in w)
+    first = Counter(d for _, _, f, _ in got for d in f)
+    assert won == Counter(sids), "each session consumed by exactly one process"
+    assert first == Counter(digests), "each digest recorded first by exactly one process"
+    assert store.failures("alice", 60, T0) == procs * 4
+    with pytest.raises(RateLimitedError):
+        store.check_rate_limit("alice", T0)
+    assert store.get_block("alice").until == T0 + 300
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_unreachable_server_is_store_unavailable(kind):
+    port = free_port()  # nothing listens here
+    url = (
+        f"postgresql://u:secret@127.0.0.1:{port}/db"
+        if kind == "postgresql"
+        else f"redis://:secret@127.0.0.1:{port}/0"
+    )
+    t = time.monotonic()
+    with pytest.raises(StoreUnavailable) as e:
+        store_from_url(url, timeout=1.0)
+    assert time.monotonic() - t < 10
+    assert isinstance(e.value, LivenessError) and e.value.code == "STORE_UNAVAILABLE"
+    assert e.value.retry_after > 0 and "secret" not in str(e.value) + str(e.value.detail)
+
+
+def _until_available(call, timeout: float) -> float:
+    """Seconds until ``call`` stops raising StoreUnavailable."""
+    t = time.monotonic()
+    while True:
+        try:
+            call()
+            return time.monotonic() - t
+        except StoreUnavailable:
+            if time.monotonic() - t > timeout:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("backend", SERVERS, indirect=True)
+def test_server_killed_and_restarted_loses_nothing(backend, request, record_property):
+    """SIGKILL the server: calls fail with StoreUnavailable (never a driver error, never a
+    hang); after a restart the same store object works again and every consumed session,
+    digest and failure is still there."""
+    server = request.getfixturevalue(
+        "postgres_server" if backend.kind == "postgresql" else "redis_server"
+    )
+    store = backend.open(timeout=1.0)
+    used, unused = claims(), claims()
+    store.record_issued(used)
+    store.record_issued(unused)
+    store.consume(used.session_id, T0)
+    store.record_video_digest(digest("kept"), T0)
+    store.record_failure("alice", T0)
+    server.kill()
+    try:
+        for call in (
+            lambda: store.consume(unused.session_id, T0),
+            lambda: store.record_video_digest(digest("new"), T0),
+            lambda: store.check_rate_limit("alice", T0),
+        ):
+            t = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                call()
+            assert time.monotonic() - t < 15
+    finally:
+        server.start()
+    # A server store reconnects by itself; until it has, calls keep failing cleanly.
+    waited = _until_available(lambda: store.is_known(used.session_id), timeout=60)
+    record_property("seconds_until_available_after_restart", round(waited, 1))
+    print(f"{backend.kind}: available again {waited:.1f} s after the restart")
+    assert waited < 60
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume(used.session_id, T0 + 1)
+    store.consume(unused.session_id, T0 + 1)  # the refused call consumed nothing
+    assert not store.record_video_digest(digest("kept"), T0 + 1)
+    assert store.record_video_digest(digest("new"), T0 + 1)
+    assert store.failures("alice", 60, T0 + 1) == 1
+
+
+def test_sqlite_lock_held_too_long_is_store_unavailable(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    store = SQLiteSessionStore(path, busy_timeout=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.record_video_digest(digest(1), T0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.record_video_digest(digest(1), T0)
+
+
+def test_sqlite_file_is_private(tmp_path):
+    path = tmp_path / "s.db"
+    SQLiteSessionStore(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+# --- choosing a store by URL ----------------------------------------------------------------
+
+
+def test_store_from_url_schemes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(store_from_url("memory://"), MemorySessionStore)
+    s = store_from_url("sqlite:///rel.db", limits=RateLimit(max_failures=2))
+    assert isinstance(s, SQLiteSessionStore) and s.path == "rel.db" and s.limits.max_failures == 2
+    s = store_from_url(f"sqlite:///{tmp_path / 'abs.db'}")
+    assert s.path == str(tmp_path / "abs.db")
+    assert store_from_url("plain.db").path == "plain.db"  # what --store always took
+    for bad in ("mysql://x/y", "memory://x", "sqlite://rel.db", "sqlite:///", "", "  "):
+        with pytest.raises(StoreURLError) as e:
+            store_from_url(bad)
+        assert isinstance(e.value, InputError)
+    with pytest.raises(ValueError):
+        store_from_url("postgresql://u@127.0.0.1:1/db", namespace="Robert'); DROP TABLE x;--")
+
+
+def test_passwords_never_shown(postgres_server, redis_server):  # noqa: F811
+    for srv in (postgres_server, redis_server):
+        assert srv.password not in redact(srv.url) and "***" in redact(srv.url)
+        s = store_from_url(srv.url, namespace="t" + secrets.token_hex(4))
+        try:
+            assert srv.password not in repr(s)
+        finally:
+            s.close()
+    assert redact("postgresql://app@db/x") == "postgresql://app@db/x"
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_cli_store_url_for_every_backend(backend, capsys, monkeypatch):
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", "k" * 32)
+    if backend.kind != "sqlite":
+        # The CLI uses the default namespace; this test's store must too.
+        backend.options = {}
+    assert cli_main(["challenge", "new", "--account", "bob", "--store", backend.url]) == 0
+    issued = json.loads(capsys.readouterr().out)
+    assert backend.open().is_known(issued["session_id"])
+
+
+def test_cli_store_plain_path_and_bad_url(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", "k" * 32)
+    path = tmp_path / "s.db"
+    assert cli_main(["challenge", "new", "--store", str(path)]) == 0
+    sid = json.loads(capsys.readouterr().out)["session_id"]
+    assert SQLiteSessionStore(path).is_known(sid)
+    assert cli_main(["challenge", "new", "--store", "mysql://x/y"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown session store" in err[0]
+    port = free_port()
+    assert cli_main(["challenge", "new", "--store", f"redis://127.0.0.1:{port}/0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unavailable" in err[0]
