@@ -1,4 +1,4 @@
-"""python -m examples.recovery_service --db PATH --model-dir DIR [--host H] [--port P]"""
+"""python -m examples.recovery_service --db PATH [--store URL] --model-dir DIR [--port P]"""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def main(argv: list[str] | None = None) -> None:
         description="Account recovery with a selfie video: API and capture page.",
     )
     ap.add_argument("--db", default="recovery.sqlite3", help="SQLite file for everything")
+    ap.add_argument(
+        "--store",
+        metavar="URL",
+        help="session store: sqlite:///FILE, postgresql://..., redis://... (default: --db)",
+    )
+    ap.add_argument("--purge-every", type=float, default=600.0, help="seconds between purges")
     ap.add_argument("--model-dir", help="model directory (default $LIVENESS_MODEL_DIR)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         actions=args.actions,
         ttl=args.ttl,
         workers=args.workers,
+        store=args.store,
+        purge_every=args.purge_every,
     )
     if config.model_dir is None and not os.environ.get("LIVENESS_MODEL_DIR"):
         logging.getLogger("recovery_service").info("no --model-dir: using the model cache")

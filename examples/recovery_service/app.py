@@ -47,10 +47,12 @@ from liveness.sessions import (
     RateLimitedError,
     SessionAlreadyUsedError,
     SessionError,
-    SQLiteSessionStore,
     TokenInvalidError,
     verify_token,
 )
+from liveness.stores import store_from_url
+
+from .purge import PurgeSchedule
 
 log = logging.getLogger("recovery_service")
 
@@ -124,6 +126,10 @@ class ServiceConfig:
     ttl: int = 120
     # Verifications running at once (each uses the CPU cores it can get).
     workers: int = 2
+    # Session store URL (liveness.stores.store_from_url); None: the `db` SQLite file.
+    store: str | None = None
+    # Seconds between purges of expired sessions, old failures and old video digests.
+    purge_every: float = 600.0
 
 
 class ServiceError(Exception):
@@ -179,7 +185,8 @@ class RecoveryService:
         self.config = config
         self.db_path = str(config.db)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        self.store = SQLiteSessionStore(self.db_path, limits=config.rate_limit)
+        self.store = store_from_url(config.store or self.db_path, limits=config.rate_limit)
+        self.purger = PurgeSchedule(self.store, config.purge_every).start()
         self.gate = ChallengeGate(keyring or load_keyring(config.key_file), self.store)
         self._init_db()
         if config.keep_evidence is not None:
@@ -193,6 +200,8 @@ class RecoveryService:
         self._slots = threading.BoundedSemaphore(max(1, config.workers))
 
     def close(self) -> None:
+        self.purger.stop()
+        self.store.close()
         if self._own_verifier:
             self.verifier.close()
 
