@@ -510,3 +510,30 @@ def test_cli_store_plain_path_and_bad_url(tmp_path, capsys, monkeypatch):
     assert cli_main(["challenge", "new", "--store", f"redis://127.0.0.1:{port}/0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unavailable" in err[0]
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_redis_out_of_memory_is_store_unavailable(backend):
+    """A full Redis (maxmemory reached, no eviction) refuses writes: StoreUnavailable, and
+    nothing consumed; once it has room again the same session can be used."""
+    import redis
+
+    store = backend.open()
+    c = claims()
+    store.record_issued(c)
+    admin = redis.Redis.from_url(backend.url)
+    admin.config_set("maxmemory", 1)
+    try:
+        for call in (
+            lambda: store.consume(c.session_id, T0),
+            lambda: store.record_video_digest(digest(1), T0),
+            lambda: store.record_failure("alice", T0),
+        ):
+            with pytest.raises(StoreUnavailable):
+                call()
+        assert store.is_known(c.session_id)  # reads still work
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    store.consume(c.session_id, T0)
+    assert store.record_video_digest(digest(1), T0)

@@ -102,9 +102,16 @@ if #accts == batch then more = 1 end
 return {removed, more}
 """
 
-# The driver's ways of saying "the server is not there or stopped answering" (AuthenticationError
+# The driver's ways of saying "the server is not there, stopped answering or is full"
 # and BusyLoadingError are ConnectionErrors too).
-_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_DOWN = tuple(
+    getattr(redis.exceptions, name)
+    for name in ("ConnectionError", "TimeoutError", "OutOfMemoryError", "ReadOnlyError")
+    if hasattr(redis.exceptions, name)
+)
+# Replies that mean "not now" rather than "wrong command": a replica after a fail-over, memory
+# full, a primary without enough replicas (redis-py turns some into the classes above).
+_NOT_NOW = ("READONLY", "OOM", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
 
 class RedisSessionStore(RateLimitRules):
@@ -175,6 +182,10 @@ class RedisSessionStore(RateLimitRules):
             yield
         except _DOWN as exc:
             raise StoreUnavailable(detail=f"redis {redact(self.url)}: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(_NOT_NOW):
+                raise StoreUnavailable(detail=f"redis {redact(self.url)}: {exc}") from exc
+            raise
 
     def record_issued(self, claims: ChallengeClaims) -> None:
         with self._call():
