@@ -103,7 +103,7 @@ return {removed, more}
 """
 
 # The driver's ways of saying "the server is not there, stopped answering or is full"
-# and BusyLoadingError are ConnectionErrors too).
+# (AuthenticationError and BusyLoadingError are ConnectionErrors too).
 _DOWN = tuple(
     getattr(redis.exceptions, name)
     for name in ("ConnectionError", "TimeoutError", "OutOfMemoryError", "ReadOnlyError")
