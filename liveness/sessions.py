@@ -31,7 +31,7 @@ without ``=`` padding. The payload holds ``v`` (1), ``kid``, ``sid`` (session id
 ``account`` (or null), ``actions``, ``iat`` and ``exp`` (UTC epoch seconds). The payload is
 signed, not encrypted: the client may read its own actions, which it has to show anyway.
 
-This module uses the standard library only (and :mod:`liveness.actions`).
+This module uses the standard library only (and :mod:`liveness.actions`, :mod:`liveness.errors`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from .actions import INSTRUCTIONS, Action
+from .errors import InputError, LivenessError, SetupError
 
 __all__ = [
     "ENV_KEY",
@@ -105,7 +106,7 @@ VIDEO_REUSED = "VIDEO_REUSED"
 RATE_LIMITED = "RATE_LIMITED"
 
 
-class SessionError(Exception):
+class SessionError(LivenessError):
     """A challenge session was refused.
 
     ``code`` is a stable reason-code string, ``message`` (also ``str(err)``) a sentence for the
@@ -190,7 +191,7 @@ def _human_wait(seconds: float) -> str:
     return f"{m} minute" + ("s" if m != 1 else "")
 
 
-class KeyConfigError(ValueError):
+class KeyConfigError(SetupError, ValueError):
     """The signing key configuration is unusable (too short, unknown current id, bad file).
 
     This is a deployment problem, not a refused attempt, so it is not a :class:`SessionError`.
@@ -532,15 +533,15 @@ def draw_actions(count: int = 3, exclude: Iterable[str | Action] = ()) -> list[A
     more sequences possible, so a video recorded in advance is less likely to fit.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_ACTIONS:
-        raise ValueError(f"actions must be an integer from 1 to {MAX_ACTIONS}, not {count!r}")
+        raise InputError(f"actions must be an integer from 1 to {MAX_ACTIONS}, not {count!r}")
     try:
         excluded = {Action(a) for a in exclude}
     except ValueError as e:
         # A typo in an accessibility policy must not silently leave the action in.
-        raise ValueError(f"unknown action in exclude: {e}") from None
+        raise InputError(f"unknown action in exclude: {e}") from None
     allowed = [a for a in Action if a not in excluded]
     if not allowed or (count > 1 and len(allowed) < 2):
-        raise ValueError(
+        raise InputError(
             f"cannot draw {count} actions without repeating one in a row from {allowed!r}"
         )
     seq: list[Action] = []
@@ -571,9 +572,9 @@ def issue_challenge(
     if account is not None and (
         not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_CHARS
     ):
-        raise ValueError(f"account must be a non-empty string of at most {MAX_ACCOUNT_CHARS}")
+        raise InputError(f"account must be a non-empty string of at most {MAX_ACCOUNT_CHARS}")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl must be an integer from 1 to {MAX_TTL} seconds, not {ttl!r}")
+        raise InputError(f"ttl must be an integer from 1 to {MAX_TTL} seconds, not {ttl!r}")
     seq = draw_actions(actions, exclude)
     if account is not None:
         store.check_rate_limit(account, time.time() if now is None else now)
@@ -615,7 +616,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         if self.max_failures < 1 or self.window <= 0 or self.cooldown <= 0:
-            raise ValueError(f"invalid rate limit {self!r}")
+            raise InputError(f"invalid rate limit {self!r}")
 
 
 # SHA-256 hex: the only thing kept about a video.
@@ -713,7 +714,7 @@ class MemorySessionStore:
     def record_issued(self, claims: ChallengeClaims) -> None:
         with self._lock:
             if claims.session_id in self._sessions:
-                raise ValueError(f"session {claims.session_id!r} already recorded")
+                raise InputError(f"session {claims.session_id!r} already recorded")
             self._sessions[claims.session_id] = [claims.expires_at, None]
 
     def is_known(self, session_id: str) -> bool:
@@ -835,7 +836,7 @@ class SQLiteSessionStore:
         self.path = os.fspath(path)
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
             # Each call opens a new connection, which would see a new, empty in-memory db.
-            raise ValueError(
+            raise InputError(
                 "SQLiteSessionStore needs a file path; use MemorySessionStore for memory"
             )
         self.limits = limits or RateLimit()
@@ -878,7 +879,7 @@ class SQLiteSessionStore:
         with self._tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION):
-                raise RuntimeError(
+                raise SetupError(
                     f"{self.path}: session store schema {version} is newer than this code "
                     f"({_SCHEMA_VERSION})"
                 )
@@ -902,7 +903,7 @@ class SQLiteSessionStore:
                     ),
                 )
             except sqlite3.IntegrityError:
-                raise ValueError(f"session {claims.session_id!r} already recorded") from None
+                raise InputError(f"session {claims.session_id!r} already recorded") from None
 
     def is_known(self, session_id: str) -> bool:
         conn = self._connect()
@@ -1047,7 +1048,7 @@ def begin_verification(
     now = time.time() if now is None else now
     if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
         # A programming error, not the person's: say so loudly rather than as a reason code.
-        raise ValueError("video_digest must be a SHA-256 hex digest (see video_digest())")
+        raise InputError("video_digest must be a SHA-256 hex digest (see video_digest())")
     claims = verify_token(keyring, token, now=now, leeway=leeway)
     if not store.is_known(claims.session_id):
         raise TokenInvalidError(detail="session not issued by this store")

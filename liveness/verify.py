@@ -23,6 +23,7 @@ from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
 from .embed import FaceEmbedder, cosine
 from .errors import InputError, SetupError
+from .formats import REFERENCE_FORMAT, check_readable
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
@@ -89,6 +90,7 @@ class Reference:
     def to_dict(self) -> dict:
         q = self.quality
         return {
+            "format_version": REFERENCE_FORMAT,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "embedding": [float(x) for x in self.embedding],
@@ -99,6 +101,7 @@ class Reference:
 
     @classmethod
     def from_dict(cls, d: dict) -> Reference:
+        check_readable(d, "reference template", REFERENCE_FORMAT)  # see liveness.formats
         q = d.get("quality")
         return cls(
             np.asarray(d["embedding"], np.float32),
