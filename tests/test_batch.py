@@ -10,17 +10,17 @@ from liveness import InputError, Job, JobResult, VerifierSpec, verify_many
 from liveness.batch import map_jobs
 
 # A quick subset in every run; the rest of the shared videos in the slow run.
-QUICK = ["blink_2x_tiny.mp4", "talking_head_retalk_3.mp4", "replay_laptop_b.mp4"]
+QUICK = ["blink_2x_tiny.mp4", "talking_head_retalk_3.mp4", "talking_head_retalk_5.mp4"]
 REST = [
     "talking_head_wda_1.mp4",
     "talking_head_wda_2.mp4",
     "talking_head_retalk_1.mp4",
     "talking_head_retalk_2.mp4",
     "talking_head_retalk_4.mp4",
-    "talking_head_retalk_5.mp4",
     "selfie_blinks.mp4",
     "live_webcam_a.webm",
     "replay_screen_a.webm",
+    "replay_laptop_b.mp4",
 ]
 
 
@@ -115,3 +115,45 @@ def test_bad_arguments_are_typed_errors(spec):
     with pytest.raises(InputError, match="a job is"):
         verify_many(["just a video"], spec)
     assert list(verify_many([], spec, engine="process")) == []
+
+
+# -- the benchmarks' --engine flag ------------------------------------------------------------
+
+
+def _without_times(out: dict) -> dict:
+    drop = {"ms_per_image", "ms_per_sample"}
+    out = {k: v for k, v in out.items() if k not in drop}
+    for v in out.get("videos", []):
+        v.pop("wall_s")
+    return out
+
+
+def test_benchmarks_give_the_same_figures_on_each_engine(
+    data_dir, model_dir, tmp_path, ray_cluster
+):
+    from benchmarks import lfw, pad, videos
+
+    common = ["--model-dir", str(model_dir), "--no-progress"]
+    lines = (data_dir / "lfw-view1/pairsDevTest.txt").read_text().splitlines()
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(lines[:4] + lines[500:504]) + "\n")
+    lfw_args = ["--images", str(data_dir / "lfw-view1/images"), "--pairs", str(pairs)]
+    lfw_args += ["--folds", "2", *common]
+    src = (data_dir / "nuaa-train/labels.csv").read_text().splitlines()[1:]
+    picked = [r for r in src if ",live," in r][:3] + [r for r in src if ",print," in r][:3]
+    root = data_dir / "nuaa-train"
+    labels = tmp_path / "pad.csv"
+    labels.write_text(
+        "path,label\n" + "".join(f"{root / r.split(',')[0]},{r.split(',')[1]}\n" for r in picked)
+    )
+    vids = tmp_path / "videos.csv"
+    tiny = data_dir / "videos/blink_2x_tiny.mp4"
+    vids.write_text(f"path,label,reference\n{tiny},live,frame:1.0\n{tiny},live,frame:2.0\n")
+    for main, args in (
+        (lfw.main, lfw_args),
+        (pad.main, ["--labels", str(labels), *common]),
+        (videos.main, ["--labels", str(vids), *common]),
+    ):
+        serial = _without_times(main(args))
+        assert _without_times(main([*args, "--engine", "process", "--workers", "2"])) == serial
+        assert _without_times(main([*args, "--engine", "ray"])) == serial
