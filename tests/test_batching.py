@@ -95,3 +95,19 @@ def test_cuda_path_gives_the_cpu_decision(model_dir, data_dir):
     assert used["w600k_mbf"] == used["yunet"] == "CUDAExecutionProvider"
     assert got.decision == expected.decision
     assert abs(got.match.similarity - expected.match.similarity) < 0.02
+
+
+def test_speed_compares_providers_and_reports_a_missing_one(model_dir, data_dir, capsys):
+    from benchmarks import speed
+
+    video = data_dir / "videos/blink_2x_tiny.mp4"
+    args = ["--video", str(video), "--reference", "frame:1.0", "--repeat", "1"]
+    out = speed.main([*args, "--providers", "cpu", "cuda", "--model-dir", str(model_dir)])
+    cpu = out["providers"]["cpu"]
+    assert cpu["wall_s"] > 0 and cpu["models"]["yunet"] == "CPUExecutionProvider"
+    assert cpu["decision"] in ("accept", "review", "reject")
+    if CUDA:
+        assert out["providers"]["cuda"]["models"]["yunet"] == "CUDAExecutionProvider"
+    else:
+        assert "onnxruntime-gpu" in out["providers"]["cuda"]["error"]
+    assert '"providers"' in capsys.readouterr().out.strip().splitlines()[-1]
