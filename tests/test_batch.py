@@ -162,3 +162,27 @@ def test_benchmarks_give_the_same_figures_on_each_engine(
         serial = _without_times(main(args))
         assert _without_times(main([*args, "--engine", "process", "--workers", "2"])) == serial
         assert _without_times(main([*args, "--engine", "ray"])) == serial
+
+
+@pytest.mark.slow
+def test_a_second_driver_joins_the_running_cluster_by_address(data_dir, model_dir, ray_cluster):
+    """What a cluster run does: another process connects with ``address=`` (here the local
+    cluster's GCS address) and its jobs run on that cluster's workers."""
+    import subprocess
+    import sys
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    video = data_dir / "videos/blink_2x_tiny.mp4"
+    script = (
+        "import sys, json\n"
+        "from liveness import VerifierSpec, verify_many\n"
+        "from liveness.video import frame_at\n"
+        f"v = {str(video)!r}\n"
+        f"out = list(verify_many([(v, frame_at(v, 1.0))], VerifierSpec({str(model_dir)!r}),"
+        f" engine='ray', address={address!r}))\n"
+        "print(json.dumps([o.result.decision for o in out]))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    expected = next(iter(verify_many([(video, frame_at(video, 1.0))], VerifierSpec(model_dir))))
+    assert p.stdout.strip().splitlines()[-1] == f'["{expected.result.decision}"]'
