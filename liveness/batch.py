@@ -247,6 +247,8 @@ def map_jobs(
     keys = list(keys) if keys is not None else list(range(len(items)))
     if len(keys) != len(items):
         raise InputError("keys and items differ in length")
+    if engine == "ray":
+        _require_ray()  # now, not at the first result
     if engine == "serial":
         outcomes = _serial(task, items, spec)
     elif engine == "process":
@@ -395,10 +397,7 @@ def _process(task, items, spec, workers) -> Iterator[tuple[Any, JobError | None]
 def _ray(task, items, spec, workers, address, runtime_env) -> Iterator[tuple[Any, JobError | None]]:
     if not items:
         return
-    try:
-        import ray
-    except ImportError as exc:
-        raise SetupError('engine="ray" needs Ray: pip install "liveness[ray]"') from exc
+    ray = _require_ray()
     started = False
     if not ray.is_initialized():
         kw: dict[str, Any] = {"address": address, "include_dashboard": False}
@@ -432,6 +431,14 @@ def _ray(task, items, spec, workers, address, runtime_env) -> Iterator[tuple[Any
     finally:
         if started:
             ray.shutdown()
+
+
+def _require_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise SetupError('engine="ray" needs Ray: pip install "liveness[ray]"') from exc
+    return ray
 
 
 class _RayWorker:
