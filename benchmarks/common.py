@@ -31,6 +31,10 @@ T = TypeVar("T")
 
 __all__ = [
     "parent_parser",
+    "engine_parser",
+    "verifier_spec",
+    "run_jobs",
+    "verified",
     "set_progress",
     "progress",
     "to_jsonable",
@@ -370,3 +374,70 @@ def plot_det(
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     return _save(fig, path)
+
+
+# -- many jobs on several workers (--engine) ------------------------------------------------
+
+
+def engine_parser() -> argparse.ArgumentParser:
+    """``--engine serial|process|ray``, ``--workers N`` and ``--address HOST:PORT`` for the
+    benchmarks that loop over many files (``lfw``, ``pad``, ``videos``); see
+    :func:`liveness.batch.map_jobs`. Every engine gives the same figures; only the time
+    differs."""
+    from liveness.batch import ENGINES
+
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("where the work runs")
+    g.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="serial",
+        help="serial (one process), process (a local pool) or ray (a Ray cluster)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=None, help="processes or Ray actors (default: CPUs)"
+    )
+    g.add_argument(
+        "--address",
+        default=None,
+        help="an existing Ray cluster (e.g. auto, or HEAD_IP:6379); default: a local one",
+    )
+    return p
+
+
+def verifier_spec(args: argparse.Namespace, config=None):
+    """The :class:`liveness.VerifierSpec` each worker builds its Verifier from."""
+    from liveness import VerifierConfig, VerifierSpec
+
+    model_dir = None if args.model_dir is None else str(args.model_dir)
+    return VerifierSpec(model_dir, config=config or VerifierConfig())
+
+
+def run_jobs(task, items: list, args: argparse.Namespace, desc: str, config=None) -> Iterator:
+    """``task(verifier, item)`` for every item with ``args.engine`` (a :class:`JobResult` per
+    item, in order; a failed item has ``.error``)."""
+    from liveness.batch import map_jobs
+
+    return map_jobs(
+        task,
+        items,
+        verifier_spec(args, config),
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        progress=False if args.no_progress else _PROGRESS_ENABLED,
+        desc=desc,
+    )
+
+
+def verified(jobs: list, args: argparse.Namespace, desc: str = "verifying", config=None):
+    """The :class:`liveness.VerificationResult` of each ``(video, reference)`` job, in order,
+    on ``args.engine``. A job that fails stops the benchmark with its error, as a failing
+    ``verify`` call did in a plain loop."""
+    from liveness import Job
+    from liveness.batch import run_job
+
+    for item in run_jobs(run_job, [Job(*j) for j in jobs], args, desc, config):
+        if not item.ok:
+            raise SystemExit(f"job {item.index} ({jobs[item.index][0]}): {item.error}")
+        yield item.result

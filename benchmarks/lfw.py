@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import closing
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from benchmarks.common import emit, parent_parser, plot_roc, plot_score_hist, progress, set_progress
+from benchmarks.common import (
+    emit,
+    engine_parser,
+    parent_parser,
+    plot_roc,
+    plot_score_hist,
+    run_jobs,
+    set_progress,
+)
 from benchmarks.metrics import eer, kfold_accuracy, roc, tar_at_far
 from liveness import Verifier
 from liveness.video import load_image
@@ -67,8 +76,18 @@ def naive_embedding(v: Verifier, path: Path) -> np.ndarray | None:
     return v.embedder.embed([crop])[0]
 
 
+def embed_image(v: Verifier, job: tuple[Path, str]) -> np.ndarray | None:
+    """The embedding of one image (``job`` = ``(path, mode)``), ``None`` when no face."""
+    path, mode = job
+    if mode == "naive":
+        return naive_embedding(v, path)
+    ref = v.enroll(path)
+    return ref.embedding if ref.faces_found else None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    parents = [parent_parser(), engine_parser()]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=parents)
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--pairs", type=Path, required=True)
     ap.add_argument("--mode", choices=["pipeline", "naive"], default="pipeline")
@@ -77,16 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
     set_progress(False if args.no_progress else None)
     pairs = read_pairs(args.pairs)
     names = pair_images(pairs)
-    with Verifier(args.model_dir) as v:
+    jobs = [(image_path(args.images, name, i), args.mode) for name, i in names]
+    t0 = time.perf_counter()  # --engine: the wall time includes starting the workers
+    with closing(run_jobs(embed_image, jobs, args, f"embedding ({args.mode})")) as results:
         cache: dict[tuple[str, int], np.ndarray | None] = {}
-        t0 = time.perf_counter()
-        for name, i in progress(names, len(names), f"embedding ({args.mode})"):
-            path = image_path(args.images, name, i)
-            if args.mode == "naive":
-                cache[(name, i)] = naive_embedding(v, path)
-            else:
-                ref = v.enroll(path)
-                cache[(name, i)] = ref.embedding if ref.faces_found else None
+        for (name, i), item in zip(names, results, strict=True):
+            if not item.ok:
+                raise SystemExit(f"{jobs[item.index][0]}: {item.error}")
+            cache[(name, i)] = item.value
         ms = (time.perf_counter() - t0) * 1000 / len(names)
     scores, same = [], []
     for a, i, b, j in pairs:

@@ -20,11 +20,12 @@ import argparse
 import csv
 import time
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import emit, parent_parser, plot_det, progress, set_progress
+from benchmarks.common import emit, engine_parser, parent_parser, plot_det, run_jobs, set_progress
 from benchmarks.metrics import acer, apcer, bpcer, bpcer_at_apcer, pad_curve, pad_eer
 from liveness import Policy, Verifier, VerifierConfig
 from liveness.attack import PresentationAttackDetector
@@ -106,6 +107,14 @@ def score_video(v: Verifier, path: Path) -> tuple[float | None, str]:
     return r.liveness.score, r.decision
 
 
+def score_sample(v: Verifier, path: Path) -> tuple[float | None, str | None]:
+    """``(live score, decision)`` of an image (decision ``None``) or a video."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        score, decision = score_video(v, path)
+        return score, str(decision)
+    return score_image(v, v.pad, path), None
+
+
 def metrics_at(live, attacks, threshold: float) -> dict:
     per_kind, worst = apcer(attacks, threshold)
     return {
@@ -117,7 +126,8 @@ def metrics_at(live, attacks, threshold: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    parents = [parent_parser(), engine_parser()]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=parents)
     ap.add_argument("--labels", type=Path, required=True)
     ap.add_argument("--limit", type=int, help="use only the first N samples (after --stride)")
     ap.add_argument("--stride", type=int, default=1, help="use every K-th sample")
@@ -144,14 +154,15 @@ def main(argv: list[str] | None = None) -> dict:
     no_face = 0
     rows: list[tuple[str, str, str, float]] = []
     t0 = time.perf_counter()
-    with Verifier(args.model_dir, config=VerifierConfig(pad_models=names)) as v:
-        pad = v.pad
-        for path, label, subject in progress(samples, len(samples), "scoring"):
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                score, decision = score_video(v, path)
+    config = VerifierConfig(pad_models=names)
+    paths = [path for path, _, _ in samples]
+    with closing(run_jobs(score_sample, paths, args, "scoring", config)) as results:
+        for (path, label, subject), item in zip(samples, results, strict=True):
+            if not item.ok:
+                raise SystemExit(f"{path}: {item.error}")
+            score, decision = item.value
+            if decision is not None:
                 decisions[label].append(decision)
-            else:
-                score = score_image(v, pad, path)
             if score is None:
                 no_face += 1
                 score = NO_FACE_SCORE

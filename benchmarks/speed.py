@@ -92,8 +92,19 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="analysis rate (default: the library's, VerifierConfig.sample_fps)",
     )
+    ap.add_argument(
+        "--providers",
+        nargs="+",
+        metavar="SET",
+        help="time each ONNX Runtime provider set instead (cpu cuda ...; see benchmarks.providers)",
+    )
+    ap.add_argument(
+        "--landmark-delegate", choices=["cpu", "gpu"], default="cpu", help="with --providers"
+    )
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
+    if args.providers:  # one timing per provider set, then stop
+        return compare_providers(args)
     t0 = time.perf_counter()
     cfg = (
         VerifierConfig() if args.sample_fps is None else VerifierConfig(sample_fps=args.sample_fps)
@@ -140,6 +151,26 @@ def main(argv: list[str] | None = None) -> dict:
         "cores": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    emit(result, args.json)
+    return result
+
+
+def compare_providers(args) -> dict:
+    from benchmarks.providers import time_providers
+
+    cfg = VerifierConfig(landmark_delegate=args.landmark_delegate)
+    if args.sample_fps is not None:
+        cfg = VerifierConfig(sample_fps=args.sample_fps, landmark_delegate=args.landmark_delegate)
+    runs = time_providers(
+        args.video,
+        reference_image(args.reference, args.video),
+        args.providers,
+        model_dir=args.model_dir,
+        config=cfg,
+        repeat=args.repeat,
+    )
+    result = {"benchmark": "speed", "video": str(args.video), "providers": runs}
+    result |= {"cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
     emit(result, args.json)
     return result
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
 from collections import Counter, defaultdict
+from contextlib import closing
 from pathlib import Path
 
-from benchmarks.common import emit, parent_parser, progress, set_progress
-from liveness import Verifier
+from benchmarks.common import emit, engine_parser, parent_parser, set_progress, verified
 from liveness.video import frame_at
 
 
@@ -38,7 +37,8 @@ def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
+    parents = [parent_parser(), engine_parser()]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=parents)
     ap.add_argument("--labels", type=Path, required=True)
     ap.add_argument("--default-reference", default="frame:last")
     ap.add_argument("--reference-from-subject", action="store_true")
@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
     per_video = []
-    with Verifier(args.model_dir) as v:
-        for row in progress(rows, len(rows), "verifying"):
-            ref, ref_name = reference_for(row, root, args.default_reference, live_by_subject)
-            t0 = time.perf_counter()
-            r = v.verify(root / row["path"], ref)
-            wall = time.perf_counter() - t0
+    refs = [reference_for(row, root, args.default_reference, live_by_subject) for row in rows]
+    jobs = [(root / row["path"], ref) for row, (ref, _) in zip(rows, refs, strict=True)]
+    # --engine: serially, on a process pool or on Ray (the same results); closing() stops the
+    # workers even if the loop ends early
+    with closing(verified(jobs, args)) as results:
+        for row, (_, ref_name), r in zip(rows, refs, results, strict=True):
+            wall = r.timings_ms["total"] / 1000  # the verify call's own wall time
             table[row["label"]][r.decision] += 1
             reasons.update(r.reason_codes)
             per_video.append(

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import liveness
+from liveness.cli import quiet_native_stderr
 from liveness.video import frame_at
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -29,7 +30,8 @@ def main() -> int:
     args = ap.parse_args()
 
     reference = args.reference or frame_at(Path(args.video), 7.5)
-    with liveness.Verifier(args.model_dir) as verifier:
+    # MediaPipe and TFLite log to the process's stderr from native code; hide those lines.
+    with quiet_native_stderr(), liveness.Verifier(args.model_dir) as verifier:
         result = verifier.verify(args.video, reference)
 
     print(f"decision: {result.decision} (score {result.score:.2f})")

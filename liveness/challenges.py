@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .actions import ACTION_PHRASES, Action
+from .errors import InputError
 from .landmarks import FaceMesh
 
 # Eye landmarks (the person's right / left eye): corners, then three upper/lower lid pairs.
@@ -69,9 +70,9 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if not (0 < self.exit < self.enter < self.full):
-            raise ValueError("thresholds need 0 < exit < enter < full")
+            raise InputError("thresholds need 0 < exit < enter < full")
         if self.min_s < 0 or self.max_s < self.min_s:
-            raise ValueError("durations need 0 <= min_s <= max_s")
+            raise InputError("durations need 0 <= min_s <= max_s")
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def measure_signals(meshes: Sequence[FaceMesh | None], *, mirrored: bool = False
     ms = [m for m in meshes if m is not None]
     t = np.array([m.t for m in ms], dtype=np.float64)
     if np.any(np.diff(t) <= 0):
-        raise ValueError("meshes must be in increasing time order")
+        raise InputError("meshes must be in increasing time order")
     sign = -1.0 if mirrored else 1.0
 
     def shape(m: FaceMesh, *names: str) -> float:

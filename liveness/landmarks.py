@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SetupError
 from .video import Frame
 
 # Indices into the 478-point mesh used elsewhere in the library.
@@ -91,9 +92,23 @@ class FaceLandmarks:
         landmarker runs its detector on every frame, which costs about 30 % more time but
         re-anchors the mesh each frame: with 1 (tracking only) the mesh drifts and blinks
         checked by eye in the shared clips were missed. Other faces are found by YuNet.
+    delegate : ``"cpu"`` (XNNPACK, the default) or ``"gpu"`` (MediaPipe's GPU delegate,
+        where the installed MediaPipe supports it; creating the landmarker fails otherwise).
     """
 
-    def __init__(self, model_path: str | Path, *, workers: int = 2, max_faces: int = 2) -> None:
+    DELEGATES = ("cpu", "gpu")
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        workers: int = 2,
+        max_faces: int = 2,
+        delegate: str = "cpu",
+    ) -> None:
+        if delegate not in self.DELEGATES:
+            raise SetupError(f"landmark delegate must be one of {self.DELEGATES}, not {delegate!r}")
+        self.delegate = delegate
         self.model_bytes = Path(model_path).read_bytes()
         self.workers = max(1, workers)
         self.max_faces = max_faces
@@ -102,14 +117,25 @@ class FaceLandmarks:
     def _create(self):
         from mediapipe.tasks.python import BaseOptions, vision
 
+        kind = BaseOptions.Delegate.GPU if self.delegate == "gpu" else BaseOptions.Delegate.CPU
         opts = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_buffer=self.model_bytes),
+            base_options=BaseOptions(model_asset_buffer=self.model_bytes, delegate=kind),
             running_mode=vision.RunningMode.VIDEO,
             num_faces=self.max_faces,
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        return _Tracker(vision.FaceLandmarker.create_from_options(opts))
+        try:
+            return _Tracker(vision.FaceLandmarker.create_from_options(opts))
+        except Exception as exc:  # e.g. no GPU support in this MediaPipe build
+            raise SetupError(
+                f"MediaPipe could not create the landmarker ({self.delegate} delegate): {exc}"
+            ) from exc
+
+    @property
+    def provider(self) -> str:
+        """Where the landmarker runs, for :meth:`liveness.verify.Verifier.models_used`."""
+        return "mediapipe (GPU delegate)" if self.delegate == "gpu" else "mediapipe (XNNPACK CPU)"
 
     def _acquire(self) -> _Tracker:
         try:

@@ -7,6 +7,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
+
+
+class _StrEnum(str, Enum):
+    """A ``str`` enum that prints, formats and serialises as its value, so that
+    ``result.decision == "accept"``, ``f"{result.decision}"`` and JSON all see the plain string."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Outcome(_StrEnum):
+    """What a verification decides (``VerificationResult.decision``)."""
+
+    ACCEPT = "accept"
+    REVIEW = "review"
+    REJECT = "reject"
+
+
+class Severity(_StrEnum):
+    """What a reason blocks: acceptance as a ``reject`` or as a ``review``."""
+
+    REJECT = "reject"
+    REVIEW = "review"
+
+
+OutcomeName = Literal["accept", "review", "reject"]
+SeverityName = Literal["reject", "review"]
 
 
 class ReasonCode(str, Enum):
@@ -90,21 +118,35 @@ class Reason:
 
     code: ReasonCode
     message: str
-    severity: str = "reject"
+    severity: Severity = Severity.REJECT
     detail: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "severity", Severity(self.severity))
 
     @classmethod
     def of(
         cls,
         code: ReasonCode,
-        severity: str = "reject",
+        severity: Severity | SeverityName = Severity.REJECT,
         detail: str | None = None,
         message: str | None = None,
     ) -> Reason:
-        return cls(code, message or MESSAGES[code], severity, detail)
+        return cls(code, message or MESSAGES[code], Severity(severity), detail)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Reason:
+        """The reason as :meth:`to_dict` wrote it. A code this release does not know (written
+        by a newer one) is kept as its string."""
+        try:
+            code = ReasonCode(d["code"])
+        except ValueError:
+            code = d["code"]
+        return cls(code, d["message"], Severity(d.get("severity", "reject")), d.get("detail"))
 
     def to_dict(self) -> dict:
-        d = {"code": self.code.value, "message": self.message, "severity": self.severity}
+        code = getattr(self.code, "value", self.code)
+        d = {"code": code, "message": self.message, "severity": self.severity.value}
         if self.detail:
             d["detail"] = self.detail
         return d

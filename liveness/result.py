@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
-from .reasons import Reason
+from .formats import RESULT_FORMAT, check_readable
+from .reasons import Outcome, Reason
 
 
 @dataclass
@@ -44,9 +45,14 @@ class LivenessEvidence:
 
 @dataclass
 class VerificationResult:
-    """What ``verify`` returns. ``to_dict`` / ``to_json`` give the audit record."""
+    """What ``verify`` returns. ``to_dict`` / ``to_json`` give the audit record (with
+    ``format_version``, see :mod:`liveness.formats`); ``from_dict`` reads one back.
 
-    decision: str
+    ``decision`` is an :class:`~liveness.reasons.Outcome`, a ``str`` enum: it compares equal
+    to ``"accept"``, ``"review"`` and ``"reject"``.
+    """
+
+    decision: Outcome
     score: float
     reasons: list[Reason]
     match: MatchEvidence
@@ -57,17 +63,21 @@ class VerificationResult:
     models: dict[str, ModelUse]
     reference: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.decision = Outcome(self.decision)
+
     @property
     def accepted(self) -> bool:
         return self.decision == "accept"
 
     @property
     def reason_codes(self) -> list[str]:
-        return [r.code.value for r in self.reasons]
+        return [str(getattr(r.code, "value", r.code)) for r in self.reasons]
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "decision": self.decision,
+            "format_version": RESULT_FORMAT,
+            "decision": self.decision.value,
             "score": self.score,
             "reasons": [r.to_dict() for r in self.reasons],
             "match": _plain(self.match),
@@ -81,6 +91,35 @@ class VerificationResult:
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VerificationResult:
+        """An audit record written by :meth:`to_dict` of this or an earlier release (fields
+        added by a newer minor version are ignored; a newer major version raises
+        :class:`~liveness.formats.FormatVersionError`)."""
+        check_readable(d, "verification record", RESULT_FORMAT)
+        return cls(
+            decision=Outcome(d["decision"]),
+            score=float(d["score"]),
+            reasons=[Reason.from_dict(r) for r in d.get("reasons", [])],
+            match=_known(MatchEvidence, d.get("match") or {}),
+            liveness=_known(LivenessEvidence, d.get("liveness") or {}),
+            quality=dict(d.get("quality") or {}),
+            video=dict(d.get("video") or {}),
+            timings_ms=dict(d.get("timings_ms") or {}),
+            models={k: _known(ModelUse, v) for k, v in (d.get("models") or {}).items()},
+            reference=dict(d.get("reference") or {}),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> VerificationResult:
+        return cls.from_dict(json.loads(text))
+
+
+def _known(kind: type, d: dict) -> Any:
+    """``kind(**d)`` keeping only the fields ``kind`` has (a newer minor version may add some)."""
+    names = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in d.items() if k in names})
 
 
 def _plain(x: Any) -> Any:

@@ -80,6 +80,16 @@ class OnnxModel:
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
+    @property
+    def accepts_batch(self) -> bool:
+        """Whether the file declares a free batch dimension (a name or ``None``, not 1).
+
+        Of the shared models the MiniFASNets and w600k do; YuNet, SFace and the 128x128
+        print/replay model are fixed at 1. A free dimension is necessary, not sufficient: see
+        :class:`liveness.embed.EmbedderContract` for a model whose results change in a batch.
+        """
+        return not isinstance(self.session.get_inputs()[0].shape[0], int)
+
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run on one input tensor and return every output."""
         return self.session.run(None, {self.input_name: x})

@@ -31,8 +31,8 @@ without ``=`` padding. The payload holds ``v`` (1), ``kid``, ``sid`` (session id
 ``account`` (or null), ``actions``, ``iat`` and ``exp`` (UTC epoch seconds). The payload is
 signed, not encrypted: the client may read its own actions, which it has to show anyway.
 
-This module uses the standard library only (and :mod:`liveness.actions`); the stores live in
-:mod:`liveness.stores` and are re-exported here.
+This module uses the standard library only (and :mod:`liveness.actions`,
+:mod:`liveness.errors`); the stores live in :mod:`liveness.stores` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .actions import INSTRUCTIONS, Action
+from .errors import InputError, LivenessError, SetupError
 from .stores import (
     MemorySessionStore,
     RateLimit,
@@ -110,7 +111,7 @@ VIDEO_REUSED = "VIDEO_REUSED"
 RATE_LIMITED = "RATE_LIMITED"
 
 
-class SessionError(Exception):
+class SessionError(LivenessError):
     """A challenge session was refused.
 
     ``code`` is a stable reason-code string, ``message`` (also ``str(err)``) a sentence for the
@@ -195,7 +196,7 @@ def _human_wait(seconds: float) -> str:
     return f"{m} minute" + ("s" if m != 1 else "")
 
 
-class KeyConfigError(ValueError):
+class KeyConfigError(SetupError, ValueError):
     """The signing key configuration is unusable (too short, unknown current id, bad file).
 
     This is a deployment problem, not a refused attempt, so it is not a :class:`SessionError`.
@@ -537,15 +538,15 @@ def draw_actions(count: int = 3, exclude: Iterable[str | Action] = ()) -> list[A
     more sequences possible, so a video recorded in advance is less likely to fit.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_ACTIONS:
-        raise ValueError(f"actions must be an integer from 1 to {MAX_ACTIONS}, not {count!r}")
+        raise InputError(f"actions must be an integer from 1 to {MAX_ACTIONS}, not {count!r}")
     try:
         excluded = {Action(a) for a in exclude}
     except ValueError as e:
         # A typo in an accessibility policy must not silently leave the action in.
-        raise ValueError(f"unknown action in exclude: {e}") from None
+        raise InputError(f"unknown action in exclude: {e}") from None
     allowed = [a for a in Action if a not in excluded]
     if not allowed or (count > 1 and len(allowed) < 2):
-        raise ValueError(
+        raise InputError(
             f"cannot draw {count} actions without repeating one in a row from {allowed!r}"
         )
     seq: list[Action] = []
@@ -576,9 +577,9 @@ def issue_challenge(
     if account is not None and (
         not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_CHARS
     ):
-        raise ValueError(f"account must be a non-empty string of at most {MAX_ACCOUNT_CHARS}")
+        raise InputError(f"account must be a non-empty string of at most {MAX_ACCOUNT_CHARS}")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl must be an integer from 1 to {MAX_TTL} seconds, not {ttl!r}")
+        raise InputError(f"ttl must be an integer from 1 to {MAX_TTL} seconds, not {ttl!r}")
     seq = draw_actions(actions, exclude)
     if account is not None:
         store.check_rate_limit(account, time.time() if now is None else now)
@@ -654,7 +655,7 @@ def begin_verification(
     now = time.time() if now is None else now
     if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
         # A programming error, not the person's: say so loudly rather than as a reason code.
-        raise ValueError("video_digest must be a SHA-256 hex digest (see video_digest())")
+        raise InputError("video_digest must be a SHA-256 hex digest (see video_digest())")
     claims = verify_token(keyring, token, now=now, leeway=leeway)
     if not store.is_known(claims.session_id):
         raise TokenInvalidError(detail="session not issued by this store")

@@ -23,6 +23,7 @@ from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
 from .embed import FaceEmbedder, cosine
 from .errors import InputError, SetupError
+from .formats import REFERENCE_FORMAT, check_readable
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
@@ -60,6 +61,7 @@ class VerifierConfig:
     min_good_fraction: float = 0.2
     subject_min_similarity: float = 0.25
     landmark_workers: int = 2
+    landmark_delegate: str = "cpu"  # MediaPipe's "cpu" (XNNPACK) or "gpu" delegate
     # Passive motion evidence: a recording at least this long in which the face neither
     # blinks nor changes expression is not accepted without review (a photo held up).
     motion_check_min_s: float = 3.0
@@ -89,6 +91,7 @@ class Reference:
     def to_dict(self) -> dict:
         q = self.quality
         return {
+            "format_version": REFERENCE_FORMAT,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "embedding": [float(x) for x in self.embedding],
@@ -99,6 +102,7 @@ class Reference:
 
     @classmethod
     def from_dict(cls, d: dict) -> Reference:
+        check_readable(d, "reference template", REFERENCE_FORMAT)  # see liveness.formats
         q = d.get("quality")
         return cls(
             np.asarray(d["embedding"], np.float32),
@@ -154,7 +158,9 @@ class Verifier:
         self.embedder = FaceEmbedder(rt.onnx(self.config.embedder))
         self.pad = PresentationAttackDetector([rt.onnx(n) for n in self.config.pad_models])
         self.landmarks = FaceLandmarks(
-            rt.path("face_landmarker"), workers=self.config.landmark_workers
+            rt.path("face_landmarker"),
+            workers=self.config.landmark_workers,
+            delegate=self.config.landmark_delegate,
         )
         self.landmarks.warm_up()
         self._calibration = calibration
@@ -442,10 +448,9 @@ class Verifier:
 
         with clock("attack"):
             pad_frames = _spread(usable, best, cfg.max_pad_frames)
-            per = [
-                (frames[i].t, self.pad.live_probability(frames[i].image, subject[i].box))
-                for i in pad_frames
-            ]
+            crops = [(frames[i].image, subject[i].box) for i in pad_frames]
+            probs = self.pad.live_probabilities(crops)  # one call per model where it batches
+            per = list(zip([frames[i].t for i in pad_frames], probs, strict=True))
         model_score = float(np.mean([p for _, p in per]))
         out.live = model_score
         out.liveness.score = model_score
@@ -494,7 +499,7 @@ class Verifier:
                 name, m.sha256, m.provider, known.license if known else "caller's own model"
             )
         lm = registry.spec("face_landmarker")
-        out[lm.name] = ModelUse(lm.name, lm.sha256, "mediapipe (XNNPACK CPU)", lm.license)
+        out[lm.name] = ModelUse(lm.name, lm.sha256, self.landmarks.provider, lm.license)
         return out
 
     def close(self) -> None:

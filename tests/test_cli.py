@@ -117,3 +117,5 @@ def test_quickstart_example_runs(model_dir):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "decision: accept" in p.stdout
+    # nothing from the native libraries (glog "W0000 ...", TFLite "INFO: ...")
+    assert p.stderr == "" and p.stdout.startswith("decision: "), p.stdout + p.stderr

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import LivenessError
+from ..errors import InputError, LivenessError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sessions import ChallengeClaims
@@ -137,7 +137,7 @@ class StorePrimitives(Protocol):
     cannot interleave with another client's operation on the same record."""
 
     def record_issued(self, claims: ChallengeClaims) -> None:
-        """Insert the session; ``ValueError`` if its id is already recorded."""
+        """Insert the session; ``InputError`` (a ``ValueError``) if its id is already recorded."""
         ...
 
     def is_known(self, session_id: str) -> bool:
@@ -210,4 +210,4 @@ def rate_limited(blocked_until: float | None, now: float) -> None:
 
 def duplicate_session(session_id: str) -> ValueError:
     """The error for recording a session id twice (a programming error, not the person's)."""
-    return ValueError(f"session {session_id!r} already recorded")
+    return InputError(f"session {session_id!r} already recorded")

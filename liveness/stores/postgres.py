@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ..errors import InputError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
     SESSION_GRACE,
@@ -92,7 +93,7 @@ class PostgresSessionStore(RateLimitRules):
         timeout: float = 5.0,
     ) -> None:
         if not _NAMESPACE_RE.fullmatch(namespace):
-            raise ValueError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
+            raise InputError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
         self.url = url
         self.limits = limits or RateLimit()
         self.digest_retention = digest_retention
@@ -257,5 +258,5 @@ class PostgresSessionStore(RateLimitRules):
 def _text(s: str) -> str:
     """PostgreSQL text cannot hold NUL; refuse it as a bad argument, not a server fault."""
     if "\x00" in s:
-        raise ValueError("account must not contain NUL characters")
+        raise InputError("account must not contain NUL characters")
     return s

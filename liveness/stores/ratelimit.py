@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError
 from .base import StorePrimitives, rate_limited
 
 __all__ = ["RateLimit", "RateLimitRules", "check_rate_limit", "record_failure"]
@@ -41,7 +42,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         if self.max_failures < 1 or self.window <= 0 or self.cooldown <= 0:
-            raise ValueError(f"invalid rate limit {self!r}")
+            raise InputError(f"invalid rate limit {self!r}")
 
 
 def record_failure(

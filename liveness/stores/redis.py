@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ..errors import InputError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
     SESSION_GRACE,
@@ -141,7 +142,7 @@ class RedisSessionStore(RateLimitRules):
         purge_batch: int = 1000,
     ) -> None:
         if not _NAMESPACE_RE.fullmatch(namespace):
-            raise ValueError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
+            raise InputError(f"namespace must match {_NAMESPACE_RE.pattern}, not {namespace!r}")
         self.url = url
         self.limits = limits or RateLimit()
         self.digest_retention = digest_retention

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..errors import InputError, SetupError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
     SESSION_GRACE,
@@ -82,7 +83,7 @@ class SQLiteSessionStore(RateLimitRules):
         self.path = os.fspath(path)
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
             # Each call opens a new connection, which would see a new, empty in-memory db.
-            raise ValueError(
+            raise InputError(
                 "SQLiteSessionStore needs a file path; use MemorySessionStore for memory"
             )
         self.limits = limits or RateLimit()
@@ -149,7 +150,7 @@ class SQLiteSessionStore(RateLimitRules):
         with self._tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION):
-                raise RuntimeError(
+                raise SetupError(
                     f"{self.path}: session store schema {version} is newer than this code "
                     f"({_SCHEMA_VERSION})"
                 )
