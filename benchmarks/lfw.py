@@ -22,6 +22,7 @@ import numpy as np
 from benchmarks.common import emit, parent_parser, plot_roc, plot_score_hist, progress, set_progress
 from benchmarks.metrics import eer, kfold_accuracy, roc, tar_at_far
 from liveness import Verifier
+from liveness.verify import VerifierConfig
 from liveness.video import load_image
 
 NO_FACE_SCORE = -1.0
@@ -63,7 +64,8 @@ def naive_embedding(v: Verifier, path: Path) -> np.ndarray | None:
     half = max(f.width, f.height) / 2
     x1, y1 = int(max(0, cx - half)), int(max(0, cy - half))
     x2, y2 = int(min(img.shape[1], cx + half)), int(min(img.shape[0], cy + half))
-    crop = cv2.resize(img[y1:y2, x1:x2], (112, 112), interpolation=cv2.INTER_LINEAR)
+    size = v.embedder.size
+    crop = cv2.resize(img[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
     return v.embedder.embed([crop])[0]
 
 
@@ -73,11 +75,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pairs", type=Path, required=True)
     ap.add_argument("--mode", choices=["pipeline", "naive"], default="pipeline")
     ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--embedder", default=None, help="embedder registry name (dlib_resnet)")
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     pairs = read_pairs(args.pairs)
     names = pair_images(pairs)
-    with Verifier(args.model_dir) as v:
+    config = VerifierConfig(embedder=args.embedder) if args.embedder else None
+    with Verifier(args.model_dir, config=config) as v:
         cache: dict[tuple[str, int], np.ndarray | None] = {}
         t0 = time.perf_counter()
         for name, i in progress(names, len(names), f"embedding ({args.mode})"):
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "lfw",
         "mode": args.mode,
+        "embedder": args.embedder or VerifierConfig().embedder,
         "pairs_file": str(args.pairs),
         "accuracy": acc,
         "accuracy_std": std,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import emit, parent_parser, progress, set_progress
 from liveness import Verifier
+from liveness.verify import VerifierConfig
 from liveness.video import frame_at
 
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--labels", type=Path, required=True)
     ap.add_argument("--default-reference", default="frame:last")
     ap.add_argument("--reference-from-subject", action="store_true")
+    ap.add_argument("--embedder", default=None, help="embedder registry name (dlib_resnet)")
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     rows = list(csv.DictReader(open(args.labels, newline="")))
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
     per_video = []
-    with Verifier(args.model_dir) as v:
+    config = VerifierConfig(embedder=args.embedder) if args.embedder else None
+    with Verifier(args.model_dir, config=config) as v:
         for row in progress(rows, len(rows), "verifying"):
             ref, ref_name = reference_for(row, root, args.default_reference, live_by_subject)
             t0 = time.perf_counter()

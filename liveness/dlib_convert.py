@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LivenessError
+from .errors import SetupError
 
 
-class DlibFormatError(LivenessError):
+class DlibFormatError(SetupError):
     """The file is not the dlib ResNet face descriptor this converter knows."""
 
 
@@ -228,7 +228,7 @@ def _read_affine(r: _Reader, channels: int) -> dict:
         beta = params[channels:] - gamma * running_means
     else:
         params = r.tensor().ravel()
-        g_shape, b_shape = r.alias(), r.alias()
+        g_shape, _ = r.alias(), r.alias()
         mode = r.int()
         if version == "affine_2":
             r.bool()  # disabled
