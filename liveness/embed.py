@@ -69,18 +69,37 @@ class FaceEmbedder:
 ArcFaceEmbedder = FaceEmbedder
 
 
+def load_center(name: str) -> np.ndarray:
+    """The shipped mean descriptor ``data/<name>_center.json`` (see :class:`DlibResNetEmbedder`)."""
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("liveness").joinpath(f"data/{name}_center.json").read_text())
+    return np.asarray(data["center"], np.float32)
+
+
 class DlibResNetEmbedder:
     """dlib's ResNet face descriptor (ONNX): 150x150 dlib chips (BGR uint8) -> unit 128-d.
 
-    dlib compares raw descriptors by Euclidean distance (< 0.6 = same person); the library
-    compares unit vectors by cosine, calibrated in ``calibration_dlib_resnet.json``.
+    dlib compares raw descriptors by Euclidean distance (< 0.6 = same person). Its
+    descriptors share a large common part, so raw cosines between different people are
+    0.8-0.9 (measured on the shared deepface photos) and a cosine threshold would work in a
+    sliver of [-1, 1]. The embedder subtracts ``center``, the mean raw descriptor of 1,000
+    LFW DevTrain faces (``data/dlib_resnet_center.json``, made by
+    ``python -m benchmarks.dlib_resnet center``), then normalises: Euclidean distances are
+    unchanged, cosines spread around 0 for different people as with ArcFace models, and the
+    library's cosine thresholds (calibration ``calibration_dlib_resnet.json``, the subject
+    check) keep their meaning. ``center=None`` gives plain normalised descriptors.
     """
 
     size = 150
 
-    def __init__(self, model: OnnxModel, batch: int = 8) -> None:
+    def __init__(
+        self, model: OnnxModel, batch: int = 8, center: np.ndarray | None | str = "shipped"
+    ) -> None:
         self.model = model
         self.batch = batch
+        self.center = load_center("dlib_resnet") if isinstance(center, str) else center
 
     def align(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         """dlib's face chip (padding 0.25) cut from the library's 5 points."""
@@ -96,8 +115,10 @@ class DlibResNetEmbedder:
         return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
     def embed(self, faces: list[np.ndarray]) -> np.ndarray:
-        """``(N, 128)`` L2-normalised descriptors of ``N`` chips from :meth:`align`."""
+        """``(N, 128)`` centred, L2-normalised descriptors of ``N`` chips from :meth:`align`."""
         e = self.descriptors(faces)
+        if self.center is not None:
+            e = e - self.center
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
