@@ -183,3 +183,70 @@ def test_onnx_model_object_runs_batches(session, chips):
     d = emb.descriptors(list(chips.values()))
     single = np.concatenate([emb.descriptors([c]) for c in chips.values()])
     assert d.shape == (4, 128) and np.allclose(d, single, atol=1e-5)
+
+
+# -- end to end with the permissive embedder -------------------------------------------
+
+
+def _cli(args, model_dir):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LIVENESS_MODEL_DIR": str(model_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "liveness", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def wda1_reference(tmp_path_factory, data_dir):
+    import cv2
+    from media import frame_at
+
+    path = tmp_path_factory.mktemp("ref") / "wda1.png"
+    cv2.imwrite(str(path), frame_at(data_dir / "videos/talking_head_wda_1.mp4", 7.5))
+    return path
+
+
+def test_cli_verify_with_dlib_resnet_accepts_the_same_person(model_dir, data_dir, wda1_reference):
+    import json
+
+    video = str(data_dir / "videos/talking_head_wda_1.mp4")
+    p = _cli(
+        ["verify", video, str(wda1_reference), "--json", "--embedder", "dlib_resnet"], model_dir
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["decision"] == "accept" and out["reasons"] == []
+    assert "dlib_resnet" in out["models"] and "w600k_mbf" not in out["models"]
+    assert out["models"]["dlib_resnet"]["license"].startswith("CC0")
+
+
+@pytest.fixture(scope="module")
+def dlib_verifier(model_dir):
+    from liveness.verify import Verifier, VerifierConfig
+
+    with Verifier(model_dir, config=VerifierConfig(embedder="dlib_resnet")) as v:
+        yield v
+
+
+def test_dlib_resnet_verifier_rejects_another_person(dlib_verifier, data_dir):
+    result = dlib_verifier.verify(
+        data_dir / "videos/talking_head_wda_1.mp4", data_dir / "faces/face_recognition/biden.jpg"
+    )
+    assert result.decision == "reject" and "FACE_MISMATCH" in result.reason_codes
+
+
+@pytest.mark.slow
+def test_dlib_resnet_verifier_sees_a_subject_change(dlib_verifier, data_dir):
+    from media import read_frames
+
+    a, fps = read_frames(data_dir / "videos/talking_head_wda_1.mp4", limit=100)
+    b, _ = read_frames(data_dir / "videos/talking_head_wda_2.mp4", limit=100)
+    result = dlib_verifier.verify(a[:100] + b[:100], a[10], fps=fps)
+    assert result.decision == "reject" and "SUBJECT_CHANGED" in result.reason_codes
