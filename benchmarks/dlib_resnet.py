@@ -2,9 +2,6 @@
 
     python -m benchmarks.dlib_resnet template --images ../shared/data/lfw-view1/images \
         --pairs ../shared/data/lfw-view1/pairsDevTrain.txt --limit 1000
-    python -m benchmarks.dlib_resnet center --images ../shared/data/lfw-view1/images \
-        --pairs ../shared/data/lfw-view1/pairsDevTrain.txt --limit 1000 \
-        --out liveness/data/dlib_resnet_center.json
     python -m benchmarks.dlib_resnet equivalence --faces ../shared/data/faces \
         --images ../shared/data/lfw-view1/images --pairs ../shared/data/lfw-view1/pairsDevTest.txt
     python -m benchmarks.dlib_resnet dlib-pipeline --images ../shared/data/lfw-view1/images \
@@ -12,10 +9,7 @@
 
 ``template`` measures where the library's 5 points (YuNet) fall in the chips dlib's own
 pipeline cuts (HOG detector, ``shape_predictor_5_face_landmarks``, ``get_face_chip``): the
-mean is ``liveness.align.DLIB_CHIP_TEMPLATE``. ``center`` writes the mean descriptor the
-embedder subtracts (dlib's descriptors share a large common part: raw cosines between
-different people are 0.8-0.9; centred they spread around 0 like ArcFace's, and Euclidean
-distances, dlib's own metric, are unchanged). ``equivalence`` cuts each face's chip with
+mean is ``liveness.align.DLIB_CHIP_TEMPLATE``. ``equivalence`` cuts each face's chip with
 the library (YuNet points, :func:`liveness.align.dlib_chip`) and compares the converted ONNX
 model's descriptor with ``dlib.face_recognition_model_v1.compute_face_descriptor`` on the
 same chip (cosine; the worst case is the figure). ``dlib-pipeline`` is dlib's pipeline end to
@@ -28,7 +22,6 @@ dlib's two ``.dat`` files in the model directory.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -103,43 +96,6 @@ def fit_template(args) -> dict:
         "skipped": skipped,
         "template_150": np.round(mean, 4).tolist(),
         "std_px": np.round(a.std(0), 3).tolist(),
-    }
-
-
-def fit_center(args) -> dict:
-    """Mean raw descriptor of the library's chips of DevTrain faces: the centre the
-    embedder subtracts before normalising (``liveness/data/dlib_resnet_center.json``)."""
-    rt = Runtime(args.model_dir)
-    detector = FaceDetector(rt.onnx("yunet"))
-    emb = DlibResNetEmbedder(rt.onnx("dlib_resnet"), center=None)
-    items = pair_images(read_pairs(args.pairs))[: args.limit]
-    descs = []
-    for name, i in progress(items, len(items), "centre"):
-        img = load_image(image_path(args.images, name, i))
-        face = _largest(detector.detect(img))
-        if face is not None:
-            descs.append(emb.descriptors([emb.align(img, face.points)])[0])
-    d = np.stack(descs).astype(np.float64)
-    mean = d.mean(0)
-    data = {
-        "model": "dlib_resnet",
-        "source": f"LFW View 1 {args.pairs.name}, first {len(items)} images, "
-        f"{len(d)} with a face: mean raw descriptor of the library's chips",
-        "n": len(d),
-        "center": [float(f"{x:.6g}") for x in mean],
-    }
-    if args.out:
-        args.out.write_text(json.dumps(data) + "\n")
-    u = d / np.linalg.norm(d, axis=1, keepdims=True)
-    c = (d - mean) / np.linalg.norm(d - mean, axis=1, keepdims=True)
-    iu = np.triu_indices(len(d), 1)
-    return {
-        "benchmark": "dlib_resnet_center",
-        "n": len(d),
-        "center_norm": float(np.linalg.norm(mean)),
-        "mean_descriptor_norm": float(np.linalg.norm(d, axis=1).mean()),
-        "raw_cosine_mean_all_pairs": float((u @ u.T)[iu].mean()),
-        "centred_cosine_mean_all_pairs": float((c @ c.T)[iu].mean()),
     }
 
 
@@ -243,8 +199,7 @@ def dlib_pipeline(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
-    ap.add_argument("what", choices=["template", "center", "equivalence", "dlib-pipeline"])
-    ap.add_argument("--out", type=Path, help="center: write the centre file here")
+    ap.add_argument("what", choices=["template", "equivalence", "dlib-pipeline"])
     ap.add_argument("--images", type=Path)
     ap.add_argument("--pairs", type=Path)
     ap.add_argument("--faces", type=Path, help="equivalence: a folder of photos (recursive)")
@@ -254,7 +209,6 @@ def main(argv: list[str] | None = None) -> dict:
     set_progress(False if args.no_progress else None)
     run = {
         "template": fit_template,
-        "center": fit_center,
         "equivalence": equivalence,
         "dlib-pipeline": dlib_pipeline,
     }

@@ -422,7 +422,7 @@ class Verifier:
             emb = dict(zip(usable, self.embedder.embed(aligned), strict=True))
         spread = identity_spread(np.stack([emb[i] for i in usable])) if usable else 1.0
         out.quality["identity_min_similarity"] = spread
-        if spread < cfg.subject_min_similarity:
+        if spread < (self.embedder.subject_min_similarity or cfg.subject_min_similarity):
             out.reasons.append(Reason.of(ReasonCode.SUBJECT_CHANGED))
 
         probe_frames = [i for i in best if i in emb]
