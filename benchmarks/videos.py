@@ -21,6 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 from benchmarks.common import emit, engine_parser, parent_parser, set_progress, verified
+from liveness.verify import VerifierConfig
 from liveness.video import frame_at
 
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--labels", type=Path, required=True)
     ap.add_argument("--default-reference", default="frame:last")
     ap.add_argument("--reference-from-subject", action="store_true")
+    ap.add_argument("--embedder", default=None, help="embedder registry name (dlib_resnet)")
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     rows = list(csv.DictReader(open(args.labels, newline="")))
@@ -54,11 +56,12 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
     per_video = []
+    config = VerifierConfig(embedder=args.embedder) if args.embedder else None
     refs = [reference_for(row, root, args.default_reference, live_by_subject) for row in rows]
     jobs = [(root / row["path"], ref) for row, (ref, _) in zip(rows, refs, strict=True)]
     # --engine: serially, on a process pool or on Ray (the same results); closing() stops the
     # workers even if the loop ends early
-    with closing(verified(jobs, args)) as results:
+    with closing(verified(jobs, args, config=config)) as results:
         for row, (_, ref_name), r in zip(rows, refs, results, strict=True):
             wall = r.timings_ms["total"] / 1000  # the verify call's own wall time
             table[row["label"]][r.decision] += 1

@@ -27,6 +27,9 @@ STORE_HELP = "session store: a SQLite file, or sqlite:///FILE, postgresql://...,
 
 EXIT_ACCEPT, EXIT_NOT_ACCEPTED, EXIT_ERROR = 0, 1, 2
 
+# Models whose licenses allow commercial use and that together run the whole pipeline.
+PERMISSIVE_PACK = ("yunet", "face_landmarker", "minifasnet_v2", "minifasnet_v1se", "dlib_resnet")
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="liveness", description=__doc__.splitlines()[0])
@@ -43,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     v.add_argument("--key-file", help=f"signing key file (else ${ENV_KEY})")
     v.add_argument("--mirrored", action="store_true", help="the video is a mirrored preview")
+    v.add_argument(
+        "--embedder",
+        help="face embedder (registry name); dlib_resnet is the one licensed for commercial use",
+    )
 
     c = sub.add_parser("challenge", help="issue a challenge session")
     csub = c.add_subparsers(dest="challenge_command", required=True)
@@ -62,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--verbose", action="store_true")
 
     m = sub.add_parser("models", help="list or check the model files")
-    m.add_argument("action", choices=["list", "check"])
+    m.add_argument("action", choices=["list", "check", "build"])
+    m.add_argument("name", nargs="?", help="with build: the model to convert (dlib_resnet)")
+    m.add_argument("--source", help="with build: the file to convert (else found offline)")
     m.add_argument("--model-dir")
     m.add_argument(
         "--download",
@@ -109,14 +118,17 @@ def quiet_native_stderr(enabled: bool = True):
 
 
 def _verify(args) -> int:
-    from .verify import Verifier
+    from .verify import Verifier, VerifierConfig
 
     providers = args.providers.split(",") if args.providers else None
     gate = None
     if args.challenge:
         gate = ChallengeGate(Keyring.load(args.key_file), store_from_url(args.store))
+    config = VerifierConfig(embedder=args.embedder) if args.embedder else None
     with _closing_store(gate), quiet_native_stderr(not args.verbose):
-        with Verifier(args.model_dir, providers=providers, challenges=gate) as verifier:
+        with Verifier(
+            args.model_dir, config=config, providers=providers, challenges=gate
+        ) as verifier:
             result = verifier.verify(
                 args.video, args.reference, challenge=args.challenge, mirrored=args.mirrored
             )
@@ -216,6 +228,19 @@ def _models(args) -> int:
             }[s.commercial_use]
             rows.append(f"{s.name:26} {s.kind:10} {s.filename:40} {use:24} {s.license}")
         print("\n".join(rows))
+        print(
+            "\npermissive pack (commercial use allowed): "
+            + ", ".join(f"{n} {models.spec(n).license.split(' (')[0]}" for n in PERMISSIVE_PACK)
+            + '\nselect it with VerifierConfig(embedder="dlib_resnet") or --embedder dlib_resnet'
+        )
+        return 0
+    if args.action == "build":
+        if not args.name:
+            raise LivenessError("liveness models build needs a model name (dlib_resnet)")
+        if args.name not in models.REGISTRY:
+            raise LivenessError(f"unknown model {args.name!r}; known: dlib_resnet")
+        p = models.build(args.name, source=args.source, model_dir=args.model_dir)
+        print(json.dumps({"name": args.name, "path": str(p), "sha256": models.sha256_of(p)}))
         return 0
     if args.download:
         os.environ[models.ALLOW_DOWNLOAD_ENV] = "1"

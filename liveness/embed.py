@@ -1,7 +1,17 @@
-"""Face embedding with an ArcFace-format ONNX model, and comparison of embeddings.
+"""Face embedding: one class per model input contract, and comparison of embeddings.
 
-Any model with the ArcFace contract can be plugged in: an aligned 112x112 face in, one
-vector out. :class:`EmbedderContract` says how pixels are prepared for it.
+Like InsightFace's model_zoo, each embedder class owns its model's whole input contract,
+alignment included: ``align(image, points)`` cuts the face the model expects from the
+library's 5 points, ``embed(faces)`` turns such faces into unit-length vectors.
+
+* :class:`FaceEmbedder` (``ArcFaceEmbedder``): any ArcFace-format model (``w600k_mbf``,
+  ``sface``, a caller's own): 112x112 face on the ArcFace 5-point template;
+  :class:`EmbedderContract` says how its pixels are scaled.
+* :class:`DlibResNetEmbedder` (``dlib_resnet``): dlib's ResNet converted to ONNX
+  (:mod:`liveness.dlib_convert`): dlib's 150x150 face chip, RGB 0-255 (the model subtracts
+  dlib's channel means and divides by 256 itself), 128-d.
+
+:func:`make_embedder` picks the class for a model name.
 """
 
 from __future__ import annotations
@@ -10,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .runtime import OnnxModel
+from .align import align_face, dlib_chip
+from .runtime import OnnxModel, Runtime
 
 
 @dataclass(frozen=True)
@@ -40,11 +51,17 @@ CONTRACTS = {
 
 
 class FaceEmbedder:
-    """Turns aligned faces (BGR uint8, 112x112) into unit-length embeddings."""
+    """Turns aligned faces (BGR uint8, 112x112) into unit-length embeddings (ArcFace format)."""
 
     def __init__(self, model: OnnxModel, contract: EmbedderContract | None = None) -> None:
         self.model = model
         self.contract = contract or CONTRACTS.get(model.name, EmbedderContract())
+        self.size = self.contract.size
+        self.subject_min_similarity: float | None = None  # VerifierConfig's applies
+
+    def align(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The face this model expects: ``points`` on the ArcFace template, ``size`` square."""
+        return align_face(image, points, self.size)
 
     def embed(self, faces: list[np.ndarray]) -> np.ndarray:
         """``(N, D)`` L2-normalised embeddings of ``N`` aligned faces."""
@@ -68,6 +85,66 @@ class FaceEmbedder:
         x = face[:, :, ::-1] if c.rgb else face
         x = (x.astype(np.float32) - c.mean) / c.std
         return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+ArcFaceEmbedder = FaceEmbedder
+
+# dlib_resnet's cosine at the false-match rate of VerifierConfig.subject_min_similarity
+# (0.25) for w600k_mbf: FMR 1.4e-3 on each model's DevTrain calibration (all pairs of 3442
+# LFW View 1 images); dlib_resnet reaches it at 0.9275 (FMR 1.3e-3; FNMR there 9.4 % across
+# LFW photos, against 1.4 % for w600k_mbf at 0.25: frames of one video agree far more).
+SUBJECT_MIN_SIMILARITY_DLIB = 0.9275
+
+
+class DlibResNetEmbedder:
+    """dlib's ResNet face descriptor (ONNX): 150x150 dlib chips (BGR uint8) -> unit 128-d.
+
+    dlib compares raw descriptors by Euclidean distance (< 0.6 = same person); the library
+    compares the normalised descriptors by cosine, calibrated in
+    ``calibration_dlib_resnet.json``. The descriptors share a large common part, so cosines
+    between different people are high (0.8-0.9 on the shared deepface photos) and the
+    thresholds sit near 1; subtracting the mean descriptor first spreads them around 0 but
+    costs accuracy (all pairs of 700 LFW DevTrain images: TAR at FAR 1e-3 0.865 centred,
+    0.923 raw cosine, 0.905 Euclidean), so it is not done.
+
+    ``subject_min_similarity`` replaces ``VerifierConfig.subject_min_similarity`` (made for
+    ArcFace models' scale) for the check that all keyframes show one person: the cosine at
+    the same false-match rate on this model's DevTrain calibration.
+    """
+
+    size = 150
+    subject_min_similarity = SUBJECT_MIN_SIMILARITY_DLIB
+
+    def __init__(self, model: OnnxModel, batch: int = 8) -> None:
+        self.model = model
+        self.batch = batch
+
+    def align(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """dlib's face chip (padding 0.25) cut from the library's 5 points."""
+        return dlib_chip(image, points, self.size)
+
+    def descriptors(self, chips: list[np.ndarray]) -> np.ndarray:
+        """``(N, 128)`` raw dlib descriptors (not normalised) of ``N`` BGR chips."""
+        out = []
+        for k in range(0, len(chips), self.batch):
+            x = np.stack([c[:, :, ::-1] for c in chips[k : k + self.batch]])
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)
+            out.append(self.model.run(x)[0].astype(np.float32))
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    def embed(self, faces: list[np.ndarray]) -> np.ndarray:
+        """``(N, 128)`` L2-normalised descriptors of ``N`` chips from :meth:`align`."""
+        e = self.descriptors(faces)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+EMBEDDERS = {"w600k_mbf": FaceEmbedder, "sface": FaceEmbedder, "dlib_resnet": DlibResNetEmbedder}
+
+
+def make_embedder(runtime: Runtime, name: str) -> FaceEmbedder | DlibResNetEmbedder:
+    """The embedder class for model ``name`` around its shared session; names not listed in
+    :data:`EMBEDDERS` (a caller's own file) are taken as ArcFace-format."""
+    return EMBEDDERS.get(name, FaceEmbedder)(runtime.onnx(name))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

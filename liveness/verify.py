@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import models as registry
-from .align import align_face
 from .attack import PresentationAttackDetector
 from .challenges import ActionEvent, check_sequence, detect_actions
 from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
-from .embed import FaceEmbedder, cosine
+from .embed import cosine, make_embedder
 from .errors import InputError, SetupError
 from .formats import REFERENCE_FORMAT, check_readable
 from .landmarks import FaceLandmarks, FaceMesh
@@ -155,7 +154,7 @@ class Verifier:
         t = time.perf_counter()
         rt = self.runtime
         self.detector = FaceDetector(rt.onnx("yunet"))
-        self.embedder = FaceEmbedder(rt.onnx(self.config.embedder))
+        self.embedder = make_embedder(rt, self.config.embedder)
         self.pad = PresentationAttackDetector([rt.onnx(n) for n in self.config.pad_models])
         self.landmarks = FaceLandmarks(
             rt.path("face_landmarker"),
@@ -208,7 +207,7 @@ class Verifier:
                         "pose": "not frontal",
                     }[p]
                 )
-            emb = self.embedder.embed([align_face(img, main.points)])[0]
+            emb = self.embedder.embed([self.embedder.align(img, main.points)])[0]
         m = self.embedder.model
         ref = Reference(emb, m.name, m.sha256, quality, problems, len(faces))
         if require_usable and problems:
@@ -425,11 +424,11 @@ class Verifier:
         with clock("embed"):
             # best frames are good frames (a failed gate scores 0 and is never chosen)
             usable = [i for i in keyframes if i in subject and i in good]
-            aligned = [align_face(frames[i].image, subject[i].points) for i in usable]
+            aligned = [self.embedder.align(frames[i].image, subject[i].points) for i in usable]
             emb = dict(zip(usable, self.embedder.embed(aligned), strict=True))
         spread = identity_spread(np.stack([emb[i] for i in usable])) if usable else 1.0
         out.quality["identity_min_similarity"] = spread
-        if spread < cfg.subject_min_similarity:
+        if spread < (self.embedder.subject_min_similarity or cfg.subject_min_similarity):
             out.reasons.append(Reason.of(ReasonCode.SUBJECT_CHANGED))
 
         probe_frames = [i for i in best if i in emb]
