@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -82,9 +83,11 @@ __all__ = [
     "SessionError",
     "SessionExpiredError",
     "SessionStore",
+    "StoreUnavailable",
     "TokenInvalidError",
     "VideoReusedError",
     "begin_verification",
+    "check_key_strength",
     "draw_actions",
     "encode_token",
     "issue_challenge",
@@ -205,6 +208,20 @@ class KeyMissingError(KeyConfigError):
     code = "KEY_MISSING"
 
 
+class StoreUnavailable(RuntimeError):
+    """The session store could not be used just now (locked past its busy timeout, disk
+    error, file missing). Not the person's fault and not a refusal: a server answers
+    ``503`` with ``Retry-After: retry_after`` seconds, and the attempt may be repeated."""
+
+    code = "STORE_UNAVAILABLE"
+    message = "The service is busy. Try again in a few seconds."
+
+    def __init__(self, detail: str = "", *, retry_after: float = 5.0) -> None:
+        self.detail = detail
+        self.retry_after = retry_after
+        super().__init__(f"session store unavailable: {detail}" if detail else self.message)
+
+
 # --------------------------------------------------------------------------------------------
 # Actions
 # --------------------------------------------------------------------------------------------
@@ -286,12 +303,17 @@ class Keyring:
         secret = env.get(ENV_KEY, "")
         if not secret:
             raise KeyMissingError(_MISSING_KEY_HELP)
+        check_key_strength(_secret_bytes(secret), f"The key in {ENV_KEY}")
         return cls.single(secret, env.get(ENV_KEY_ID) or DEFAULT_KEY_ID)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], kid: str = DEFAULT_KEY_ID) -> Keyring:
-        """Keys from a file: a single secret (with id ``kid``) or the JSON form above."""
+        """Keys from a file: a single secret (with id ``kid``) or the JSON form above.
+
+        The file must not be readable by group or others, and every key in it must pass
+        :func:`check_key_strength`; :class:`KeyConfigError` otherwise."""
         try:
+            check_key_file_permissions(path)
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise KeyMissingError(
@@ -310,9 +332,12 @@ class Keyring:
                     f"Key file {os.fspath(path)!r} is not valid JSON of the form "
                     '{"current": ID, "keys": {ID: SECRET, ...}}.'
                 ) from e
+            for k, secret in keys.items():
+                check_key_strength(secret, f"Key {k!r} in {os.fspath(path)!r}")
             return cls(keys, current)
         if not stripped:
             raise KeyMissingError(f"Key file {os.fspath(path)!r} is empty. {_MISSING_KEY_HELP}")
+        check_key_strength(_secret_bytes(stripped), f"The key in {os.fspath(path)!r}")
         return cls.single(stripped, kid)
 
     @classmethod
@@ -359,6 +384,78 @@ def _secret_bytes(secret: bytes | str) -> bytes:
     if isinstance(secret, bytes):
         return secret
     raise KeyConfigError(f"A key must be str or bytes, not {type(secret).__name__}.")
+
+
+# Below this many bits of empirical (per-byte Shannon) entropy over the whole key, the key
+# is refused. 16 random bytes score 56-64 bits (at most log2(16) = 4 bits per byte when all
+# differ; one repeat costs under 1 bit), a 22-character token_urlsafe about 80; the weak keys
+# in issue 12 score 0 ("aaaaaaaaaaaaaaaa") and 47 ("changeme-changeme").
+MIN_KEY_ENTROPY_BITS = 48.0
+# Words people type as placeholders; a key that is mostly these is a placeholder.
+_PLACEHOLDER_WORDS = (
+    "changeme", "change-me", "change_me", "password", "passwd", "secret", "letmein",
+    "qwerty", "123456", "example", "default", "admin", "test", "key",
+)  # fmt: skip
+
+
+def key_entropy_bits(secret: bytes) -> float:
+    """Empirical Shannon entropy of ``secret``'s bytes times its length, in bits: an upper
+    bound on what a guesser faces if the key's bytes were drawn independently."""
+    n = len(secret)
+    if n == 0:
+        return 0.0
+    counts: dict[int, int] = {}
+    for b in secret:
+        counts[b] = counts.get(b, 0) + 1
+    return -n * sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def check_key_strength(secret: bytes, what: str = "The key") -> None:
+    """:class:`KeyConfigError` if ``secret`` is short or guessable.
+
+    Refused: under :data:`MIN_KEY_BYTES` bytes; under :data:`MIN_KEY_ENTROPY_BITS` of
+    empirical entropy (:func:`key_entropy_bits`); one piece repeated (``"abcabcabc..."``,
+    ``"changeme-changeme"``); a run with a constant step (``"abcdefghijklmnop"``); or made
+    mostly of placeholder words (``"secretsecretkey!"``). Random keys from
+    ``secrets.token_urlsafe(32)`` or ``token_bytes(32)`` always pass.
+    """
+    n = len(secret)
+    if n < MIN_KEY_BYTES:
+        raise KeyConfigError(
+            f"{what} is {n} bytes long; use at least {MIN_KEY_BYTES} random bytes "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+    weak = None
+    if key_entropy_bits(secret) < MIN_KEY_ENTROPY_BITS:
+        weak = "has too little variety"
+    elif any(secret == (secret[:p] * (n // p + 1))[:n] for p in range(1, n // 2 + 1)):
+        weak = "is one piece repeated"
+    elif len({(secret[i + 1] - secret[i]) % 256 for i in range(n - 1)}) == 1:
+        weak = "is a simple sequence"
+    else:
+        rest = secret.lower()
+        for word in _PLACEHOLDER_WORDS:
+            rest = rest.replace(word.encode(), b"")
+        if len(rest) < MIN_KEY_BYTES // 2:
+            weak = "is made of placeholder words"
+    if weak:
+        raise KeyConfigError(
+            f"{what} {weak}, so it can be guessed; use a random secret "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+
+
+def check_key_file_permissions(path: str | os.PathLike[str]) -> None:
+    """:class:`KeyConfigError` if the key file can be read or written by group or others
+    (POSIX only): a key others can read signs tokens for them too."""
+    if os.name != "posix":
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise KeyConfigError(
+            f"Key file {os.fspath(path)!r} has permissions {mode:o}: others can read it. "
+            f"Run: chmod 600 {os.fspath(path)}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -811,6 +908,21 @@ CREATE TABLE IF NOT EXISTS blocks (
 """
 
 
+def _store_errors(method):
+    """Turn SQLite's operational errors (``database is locked`` after the busy timeout, disk
+    I/O errors, an unopenable file) into :class:`StoreUnavailable`, so that callers see one
+    typed error instead of a raw ``sqlite3.OperationalError``."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+
+    return wrapper
+
+
 class SQLiteSessionStore:
     """The default :class:`SessionStore`: one SQLite file, safe across threads and processes
     on one machine.
@@ -867,6 +979,7 @@ class SQLiteSessionStore:
         finally:
             conn.close()
 
+    @_store_errors
     def _init_db(self) -> None:
         conn = self._connect()
         try:
@@ -887,6 +1000,7 @@ class SQLiteSessionStore:
                     c.execute(stmt)
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
+    @_store_errors
     def record_issued(self, claims: ChallengeClaims) -> None:
         with self._tx() as c:
             try:
@@ -904,6 +1018,7 @@ class SQLiteSessionStore:
             except sqlite3.IntegrityError:
                 raise ValueError(f"session {claims.session_id!r} already recorded") from None
 
+    @_store_errors
     def is_known(self, session_id: str) -> bool:
         conn = self._connect()
         try:
@@ -912,6 +1027,7 @@ class SQLiteSessionStore:
             conn.close()
         return row is not None
 
+    @_store_errors
     def consume(self, session_id: str, now: float) -> None:
         with self._tx() as c:
             # One conditional UPDATE: whoever changes the row first wins; everyone else sees
@@ -929,6 +1045,7 @@ class SQLiteSessionStore:
             raise TokenInvalidError(detail="unknown session")
         raise SessionAlreadyUsedError(detail=f"consumed at {row[0]:.0f}")
 
+    @_store_errors
     def record_video_digest(self, digest: str, now: float) -> bool:
         with self._tx() as c:
             cur = c.execute(
@@ -937,6 +1054,7 @@ class SQLiteSessionStore:
             )
             return cur.rowcount == 1
 
+    @_store_errors
     def record_failure(self, account: str, now: float) -> float | None:
         lim = self.limits
         with self._tx() as c:
@@ -962,6 +1080,7 @@ class SQLiteSessionStore:
             )
             return until
 
+    @_store_errors
     def failures(self, account: str, window: float, now: float) -> int:
         conn = self._connect()
         try:
@@ -973,6 +1092,7 @@ class SQLiteSessionStore:
             conn.close()
         return n
 
+    @_store_errors
     def check_rate_limit(self, account: str, now: float) -> None:
         conn = self._connect()
         try:
@@ -983,6 +1103,7 @@ class SQLiteSessionStore:
             conn.close()
         _rate_limited(row[0] if row else None, now)
 
+    @_store_errors
     def purge(self, now: float) -> int:
         lim = self.limits
         with self._tx() as c:
