@@ -140,7 +140,8 @@ def main() -> int:
         doc = {"error": "memory", "message": "decoding needed more memory than allowed"}
     except Exception as e:  # cv2.error on a failed allocation or a corrupt stream
         text = str(e)
-        kind = "memory" if "alloc" in text.lower() or "memory" in text.lower() else "decode"
+        low = text.lower()
+        kind = "memory" if any(w in low for w in ("alloc", "memory", "failed to map")) else "decode"
         doc = {"error": kind, "message": f"{type(e).__name__}: {text[:300]}"}
     _send(out, b"X" if "error" in doc else b"E", doc)
     return 0
