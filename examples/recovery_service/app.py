@@ -156,6 +156,8 @@ class ServiceConfig:
     # Bodies of requests that are not uploads (JSON) are refused above this.
     max_json_bytes: int = 16 * 1024
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # Seconds to wait for SQLite's write lock before answering 503 with Retry-After.
+    db_busy_timeout: float = 10.0
 
 
 class ServiceError(Exception):
@@ -214,11 +216,14 @@ class RecoveryService:
         # Every file the service creates is 0600 (reference photos are biometric data).
         old_umask = os.umask(0o077)
         try:
-            self.store = SQLiteSessionStore(self.db_path, limits=config.rate_limit)
+            self.store = SQLiteSessionStore(
+                self.db_path, limits=config.rate_limit, busy_timeout=config.db_busy_timeout
+            )
             self.auditlog = AuditLog(
                 self.db_path,
                 load_audit_key(config.audit_key_file, create_beside=self.db_path),
                 head_file=f"{self.db_path}.audit-head",
+                busy_timeout=config.db_busy_timeout,
             )
             self._init_db()
         finally:
@@ -251,7 +256,9 @@ class RecoveryService:
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection; SQLite's lock timeouts and I/O errors become StoreUnavailable (503)."""
         try:
-            conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+            conn = sqlite3.connect(
+                self.db_path, timeout=self.config.db_busy_timeout, isolation_level=None
+            )
             try:
                 if write:
                     conn.execute("BEGIN IMMEDIATE")
@@ -818,18 +825,29 @@ class BodyLimitMiddleware:
                     return await _too_large(limit)(scope, receive, send)
         received = 0
         started = False
+        refused = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, refused, started
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # Answer now: the app may turn the exception into a 400 of its own,
+                    # which tracking_send then drops.
+                    refused = True
+                    if not started:
+                        started = True
+                        await _too_large(limit)(scope, receive, send)
                     raise _TooLarge
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
