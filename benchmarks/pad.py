@@ -28,7 +28,7 @@ from benchmarks.common import emit, parent_parser, plot_det, progress, set_progr
 from benchmarks.metrics import acer, apcer, bpcer, bpcer_at_apcer, pad_curve, pad_eer
 from liveness import Policy, Verifier, VerifierConfig
 from liveness.attack import PresentationAttackDetector
-from liveness.video import load_image
+from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, load_image
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv"}
 NO_FACE_SCORE = 0.0
@@ -101,7 +101,7 @@ def score_image(v: Verifier, pad: PresentationAttackDetector, path: Path) -> flo
 def score_video(v: Verifier, path: Path) -> tuple[float | None, str]:
     from liveness.video import load_video
 
-    first = load_video(path, sample_fps=1).frames[0].image
+    first = load_video(path, sample_fps=1, limits=v.config.limits).frames[0].image
     r = v.verify(path, first)
     return r.liveness.score, r.decision
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     no_face = 0
     rows: list[tuple[str, str, str, float]] = []
     t0 = time.perf_counter()
-    with Verifier(args.model_dir, config=VerifierConfig(pad_models=names)) as v:
+    lab = VideoLimits(formats=LAB_VIDEO_FORMATS)  # lab clips include AVI and MPEG-PS
+    with Verifier(args.model_dir, config=VerifierConfig(pad_models=names, limits=lab)) as v:
         pad = v.pad
         for path, label, subject in progress(samples, len(samples), "scoring"):
             if path.suffix.lower() in VIDEO_SUFFIXES:

@@ -21,8 +21,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from benchmarks.common import emit, parent_parser, progress, set_progress
-from liveness import Verifier
-from liveness.video import frame_at
+from liveness import Verifier, VerifierConfig
+from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, frame_at
 
 
 def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
     per_video = []
-    with Verifier(args.model_dir) as v:
+    # Lab clips include AVI and MPEG-PS files, which a server would refuse.
+    lab = VerifierConfig(limits=VideoLimits(formats=LAB_VIDEO_FORMATS))
+    with Verifier(args.model_dir, config=lab) as v:
         for row in progress(rows, len(rows), "verifying"):
             ref, ref_name = reference_for(row, root, args.default_reference, live_by_subject)
             t0 = time.perf_counter()

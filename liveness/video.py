@@ -59,6 +59,11 @@ class VideoLimits:
     max_kept_bytes: int = 768 * 1024 * 1024
 
 
+# What benchmarks on lab data sets may allow on top of what a server accepts: AVI and
+# MPEG program streams (Replay-Attack and older capture rigs). Never for uploads.
+LAB_VIDEO_FORMATS = frozenset({"matroska", "mp4", "avi", "mpeg-ps"})
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Limits on a reference image, checked from its header before any pixel is decoded."""
