@@ -10,11 +10,14 @@ Protocol: one JSON line of arguments on stdin; on stdout, one message per kept f
 (``b"F"``, then ``<index:u32><t:f64><h:u32><w:u32>`` and ``h*w*3`` BGR bytes), and one final
 message: ``b"E"`` (end) or ``b"X"`` (refusal), then ``<n:u32>`` and ``n`` bytes of JSON.
 
-Every decoded frame is size-checked (``retrieve`` on every frame, not only the sampled
-ones), because a container may declare 320x240 and carry 16000x16000 frames between the
-sampled ones. This file must stay importable without the ``liveness`` package (it runs with
-``python -I path/to/_decoder.py``, and importing the package would load the face models'
-runtimes).
+A container may declare 320x240 and carry 16000x16000 frames between the sampled ones.
+OpenCV scales every frame it hands out to the declared size, so such frames cannot be seen
+in the pixels; they are seen in what decoding them costs: after every decoded frame (kept
+or not) the process's peak resident memory is compared with what frames of the declared
+size can need (:func:`frame_allowance`), and decoding stops with a refusal when it is over.
+The address-space limit bounds whatever slips past that. This file must stay importable
+without the ``liveness`` package (it runs with ``python -I path/to/_decoder.py``, and
+importing the package would load the face models' runtimes).
 """
 
 from __future__ import annotations
@@ -43,6 +46,29 @@ def _shrink(cv2, image, long_side: int):
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
 
 
+def frame_allowance(width: int, height: int) -> int:
+    """Bytes of resident memory that decoding frames of ``width`` x ``height`` may add to the
+    process: 32 MB plus 24 BGR frames. Measured growth while decoding the 12 clips in
+    ``shared/data/videos`` and two phone clips of ``videos-wild`` (MOV 720x1280, 3GP): 7 to
+    20 MB, at most 19 frames' worth for the small ones. A 320x240 stream hiding 8000x8000
+    frames grew by 104 MB (allowed: 37.5 MB); a hidden 16000x16000 frame needs 384 MB."""
+    return 32 * 1024 * 1024 + 24 * width * height * 3
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes: ``VmHWM``, which belongs to the address
+    space made at exec (``ru_maxrss`` is inherited across exec from the parent that forked
+    us, a server holding its models, and would hide the decoder's own growth)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _decode(args: dict, out) -> dict:
     import cv2
     import numpy as np
@@ -67,6 +93,7 @@ def _decode(args: dict, out) -> dict:
                 "error": "limit",
                 "message": f"frames of {w}x{h} are over the limit of {max_pixels} pixels",
             }
+        ceiling = _peak_rss() + frame_allowance(w, h)
         step = 1.0 / args["sample_fps"] if args["sample_fps"] else 0.0
         next_t = None
         index, last_t, t0 = 0, -1.0, 0.0
@@ -74,6 +101,12 @@ def _decode(args: dict, out) -> dict:
         while True:
             if not cap.grab():
                 break
+            if _peak_rss() > ceiling:
+                return {
+                    "error": "limit",
+                    "message": f"decoding frame {index} needed more memory than frames of "
+                    f"the declared {w}x{h} can: the stream holds larger frames",
+                }
             pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             # Some containers report no or non-increasing timestamps; fall back to the rate.
             t = (
@@ -96,16 +129,6 @@ def _decode(args: dict, out) -> dict:
                     "error": "limit",
                     "message": f"more than the limit of {args['max_frames']} frames",
                 }
-            # Every frame, kept or not, is retrieved and size-checked.
-            ok, image = cap.retrieve()
-            if not ok or image is None:
-                continue
-            if image.shape[0] * image.shape[1] > max_pixels:
-                return {
-                    "error": "limit",
-                    "message": f"frame {index - 1} is {image.shape[1]}x{image.shape[0]}, over "
-                    f"the limit of {max_pixels} pixels",
-                }
             if next_t is None:
                 keep, next_t = True, t + step
             elif t + 1e-6 < next_t:
@@ -115,6 +138,15 @@ def _decode(args: dict, out) -> dict:
                 keep, next_t = True, max(next_t + step, t + step / 2)
             if not keep:
                 continue
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                continue
+            if image.shape[0] * image.shape[1] > max_pixels:
+                return {
+                    "error": "limit",
+                    "message": f"frame {index - 1} is {image.shape[1]}x{image.shape[0]}, over "
+                    f"the limit of {max_pixels} pixels",
+                }
             image = np.ascontiguousarray(_shrink(cv2, image, args["long_side"]))
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 return {"error": "decode", "message": "frames are not 8-bit colour images"}
