@@ -3,8 +3,9 @@
     python -m benchmarks.bombs [--out DIR] [--only NAME,...]
 
 Each input is loaded in a fresh child process (``load_image`` or ``load_video`` with the
-default limits) and the child reports its outcome, wall time, its own peak RSS and the peak
-RSS of its children (the decoder process). One JSON object is printed. Run it with
+default limits) and the child reports its outcome, wall time, its own peak RSS (``VmHWM``)
+and the decoder process's peak RSS where there is one (code without a decoder process
+decodes in the child itself). One JSON object is printed. Run it with
 ``PYTHONPATH`` pointing at another checkout to measure that code on the same inputs.
 """
 
@@ -118,20 +119,31 @@ def long_mjpeg_mkv(seconds: float = 59.0, side: int = 1280, fps: float = 30.0) -
 # -- measurement --------------------------------------------------------------------------------
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from liveness.video import load_image, load_video
+
+def hwm():  # this process's own peak RSS (ru_maxrss is inherited across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
 kind, path = sys.argv[1], sys.argv[2]
+before = hwm()
 t = time.perf_counter()
+decoder = None
 try:
-    (load_image if kind == "image" else load_video)(path)
+    out = (load_image if kind == "image" else load_video)(path)
+    decoder = getattr(out, "decoder_peak_rss", None)
     outcome = "accepted"
 except Exception as e:
+    decoder = getattr(e, "decoder_peak_rss", None)
     outcome = type(e).__name__ + ": " + str(e)[:160]
 print(json.dumps({
     "outcome": outcome,
     "seconds": round(time.perf_counter() - t, 2),
-    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    "decoder_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+    "peak_rss_mb": hwm(),
+    "rss_after_imports_mb": before,
+    "decoder_peak_rss_mb": None if decoder is None else round(decoder / 2**20),
 }))
 """
 

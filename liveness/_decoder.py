@@ -175,6 +175,7 @@ def main() -> int:
         low = text.lower()
         kind = "memory" if any(w in low for w in ("alloc", "memory", "failed to map")) else "decode"
         doc = {"error": kind, "message": f"{type(e).__name__}: {text[:300]}"}
+    doc["peak_rss"] = _peak_rss()
     _send(out, b"X" if "error" in doc else b"E", doc)
     return 0
 

@@ -97,6 +97,8 @@ class Video:
     sha256: str | None = None  # digest of the encoded bytes, when there were bytes
     # Set when the container's rotation metadata was not a quarter-turn and was ignored.
     rotation_problem: str | None = None
+    # Peak resident memory of the decoder child process, in bytes (files and bytes only).
+    decoder_peak_rss: int | None = None
 
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | Iterable
@@ -471,10 +473,11 @@ def _decode_file(
             "CPU budget, or a corrupt stream"
         )
     error = doc.get("error")
-    if error in ("limit", "memory"):
-        raise VideoLimitError(f"{path.name}: {doc.get('message')}")
     if error:
-        raise VideoDecodeError(f"{path.name}: {doc.get('message')}")
+        cls = VideoLimitError if error in ("limit", "memory") else VideoDecodeError
+        exc = cls(f"{path.name}: {doc.get('message')}")
+        exc.decoder_peak_rss = doc.get("peak_rss")  # bytes, for measurements
+        raise exc
     index = int(doc["frames_decoded"])
     fps = float(doc["fps"])
     if index == 0 or not frames:
@@ -487,6 +490,7 @@ def _decode_file(
     duration = max(frames[-1].t, (index - 1) / fps) if len(frames) > 1 else index / fps
     video = Video(frames, fps, duration, ww, hh, index, rotation)
     video.rotation_problem = rotation_problem
+    video.decoder_peak_rss = doc.get("peak_rss")
     return video
 
 
