@@ -151,11 +151,9 @@ BOMBS = {
     "png_30000x30000": ("image", ".png", lambda: png_zero_bomb(30000, 30000)),
     "mjpeg_59s_1280x1280": ("video", ".mkv", long_mjpeg_mkv),
     "hidden_16000x16000_frames": ("video", ".mkv", hidden_frames_mkv),
-    "ffconcat_48_bytes": (
-        "video",
-        ".webm",
-        lambda: b"ffconcat version 1.0\nfile '" + str(DATA_CLIP).encode() + b"'\n",
-    ),
+    # Names a clip already on the server, next to the upload (FFmpeg's concat demuxer
+    # refuses absolute paths by default, not relative ones).
+    "ffconcat_48_bytes": ("video", ".webm", lambda: b"ffconcat version 1.0\nfile 'clip.mp4'\n"),
     "animated_gif": ("video", ".webm", lambda: _gif()),
 }
 DATA_CLIP = (
@@ -201,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = folder / f"{name}{suffix}"
         if not path.exists():
             path.write_bytes(make())
+        if name.startswith("ffconcat") and not (folder / "clip.mp4").exists():
+            (folder / "clip.mp4").write_bytes(DATA_CLIP.read_bytes())
         result = measure(kind, path)
         result["input_bytes"] = path.stat().st_size
         report["bombs"][name] = result

@@ -111,14 +111,17 @@ def test_ordinary_photo_still_loads(data_dir):
 
 
 def test_ffconcat_pointing_at_a_local_file_is_refused(tmp_path, data_dir):
-    # Item 4: a 48-byte text file made FFmpeg analyse a video already on the server.
-    target = data_dir / "videos/talking_head_wda_1.mp4"
-    text = f"ffconcat version 1.0\nfile '{target}'\n".encode()
+    # Item 4: a text file of under 48 bytes made FFmpeg analyse a video already on the
+    # server (the concat demuxer takes relative paths by default).
+    (tmp_path / "clip.mp4").write_bytes((data_dir / "videos/talking_head_wda_1.mp4").read_bytes())
+    text = b"ffconcat version 1.0\nfile 'clip.mp4'\n"
+    path = tmp_path / "upload.webm"
+    path.write_bytes(text)
+    with pytest.raises(VideoDecodeError, match="ffconcat"):
+        load_video(path)
     with pytest.raises(VideoDecodeError, match="ffconcat"):
         load_video(text)
     # Even allowed in by name, FFmpeg's demuxer whitelist refuses it.
-    path = tmp_path / "x.webm"
-    path.write_bytes(text)
     with pytest.raises(VideoDecodeError):
         load_video(path, limits=VideoLimits(formats=frozenset({"ffconcat"})))
 
