@@ -264,7 +264,9 @@ def _check_video_format(path: Path, limits: VideoLimits) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
     kind = sniff_video(head)
-    if kind is None or kind not in limits.formats:
+    # Only formats with a known FFmpeg demuxer can be allowed (an empty demuxer whitelist
+    # would let FFmpeg pick any, the concat demuxer included).
+    if kind is None or kind not in limits.formats or kind not in _DEMUXERS:
         what = f"a {kind} file" if kind else "not a video format we accept"
         raise VideoDecodeError(
             f"{path.name}: {what}; send a WebM or MP4 recording"

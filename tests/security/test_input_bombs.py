@@ -121,9 +121,24 @@ def test_ffconcat_pointing_at_a_local_file_is_refused(tmp_path, data_dir):
         load_video(path)
     with pytest.raises(VideoDecodeError, match="ffconcat"):
         load_video(text)
-    # Even allowed in by name, FFmpeg's demuxer whitelist refuses it.
-    with pytest.raises(VideoDecodeError):
+    # A format without a whitelisted demuxer cannot be allowed in.
+    with pytest.raises(VideoDecodeError, match="ffconcat"):
         load_video(path, limits=VideoLimits(formats=frozenset({"ffconcat"})))
+
+
+def test_ffmpeg_demuxer_whitelist_holds_when_the_sniffer_is_bypassed(
+    tmp_path, data_dir, monkeypatch
+):
+    # Second line of defence: with the magic-byte check bypassed (a mock, only to reach
+    # FFmpeg), the decoder child's format whitelist still refuses the concat demuxer.
+    import liveness.video as video
+
+    (tmp_path / "clip.mp4").write_bytes((data_dir / "videos/talking_head_wda_1.mp4").read_bytes())
+    path = tmp_path / "upload.webm"
+    path.write_bytes(b"ffconcat version 1.0\nfile 'clip.mp4'\n")
+    monkeypatch.setattr(video, "_check_video_format", lambda p, limits: "matroska")
+    with pytest.raises(VideoDecodeError, match="not a readable video"):
+        load_video(path)
 
 
 def test_animated_gif_and_avi_are_refused(tmp_path):
