@@ -897,6 +897,9 @@ def create_app(
     (:func:`operator_auth`); the app is not created without a key unless
     ``config.insecure_no_operator_auth``."""
     operator = operator_auth(config, operator_key)
+    # The signing key is checked now, so that a weak or missing one stops the start with
+    # one sentence rather than a traceback from the startup hook.
+    keyring = keyring or load_keyring(config.key_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -202,6 +202,8 @@ class ServeLimits:
     # Connections open at once; more are closed at once (well under the usual 1024 open
     # files, so accept() never fails with "Too many open files").
     max_connections: int = 256
+    # Of those, from one client address: one address cannot take every slot.
+    max_connections_per_client: int = 64
     # Seconds a connection may take to send a request's headers (from connect, or from
     # the end of the previous response).
     header_timeout: float = 10.0
@@ -218,7 +220,12 @@ def guarded_protocol(limits: ServeLimits) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._header_timer = None
-            if len(self.connections) > limits.max_connections:
+            host = self.client[0] if self.client else None
+            same = sum(1 for c in self.connections if c.client and c.client[0] == host)
+            if (
+                len(self.connections) > limits.max_connections
+                or same > limits.max_connections_per_client
+            ):
                 self.connections.discard(self)
                 transport.abort()
                 return
