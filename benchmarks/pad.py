@@ -29,7 +29,7 @@ from benchmarks.common import emit, engine_parser, parent_parser, plot_det, run_
 from benchmarks.metrics import acer, apcer, bpcer, bpcer_at_apcer, pad_curve, pad_eer
 from liveness import Policy, Verifier, VerifierConfig
 from liveness.attack import PresentationAttackDetector
-from liveness.video import load_image
+from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, load_image
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv"}
 NO_FACE_SCORE = 0.0
@@ -102,7 +102,7 @@ def score_image(v: Verifier, pad: PresentationAttackDetector, path: Path) -> flo
 def score_video(v: Verifier, path: Path) -> tuple[float | None, str]:
     from liveness.video import load_video
 
-    first = load_video(path, sample_fps=1).frames[0].image
+    first = load_video(path, sample_fps=1, limits=v.config.limits).frames[0].image
     r = v.verify(path, first)
     return r.liveness.score, r.decision
 
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
     no_face = 0
     rows: list[tuple[str, str, str, float]] = []
     t0 = time.perf_counter()
-    config = VerifierConfig(pad_models=names)
+    lab = VideoLimits(formats=LAB_VIDEO_FORMATS)  # lab clips include AVI and MPEG-PS
+    config = VerifierConfig(pad_models=names, limits=lab)
     paths = [path for path, _, _ in samples]
     with closing(run_jobs(score_sample, paths, args, "scoring", config)) as results:
         for (path, label, subject), item in zip(samples, results, strict=True):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import emit, engine_parser, parent_parser, set_progress, verified
 from liveness.verify import VerifierConfig
-from liveness.video import frame_at
+from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, frame_at
 
 
 def reference_for(row: dict, root: Path, default: str, live_by_subject: dict):
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[str, Counter] = defaultdict(Counter)
     reasons: Counter = Counter()
     per_video = []
-    config = VerifierConfig(embedder=args.embedder) if args.embedder else None
+    # Lab clips include AVI and MPEG-PS files, which a server would refuse.
+    lab = VideoLimits(formats=LAB_VIDEO_FORMATS)
+    config = VerifierConfig(limits=lab, **({"embedder": args.embedder} if args.embedder else {}))
     refs = [reference_for(row, root, args.default_reference, live_by_subject) for row in rows]
     jobs = [(root / row["path"], ref) for row, (ref, _) in zip(rows, refs, strict=True)]
     # --engine: serially, on a process pool or on Ray (the same results); closing() stops the

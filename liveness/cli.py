@@ -1,4 +1,4 @@
-"""Command line: ``liveness verify``, ``liveness models list|check``.
+"""Command line: ``liveness verify``, ``liveness audit verify``, ``liveness models list|check``.
 
 Exit status: 0 accept; 1 review or reject; 2 unusable input or setup (one line on stderr).
 """
@@ -19,6 +19,7 @@ from .sessions import (
     KeyConfigError,
     Keyring,
     SessionError,
+    StoreUnavailable,
 )
 from .stores import store_from_url
 
@@ -68,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--mirrored", action="store_true")
     i.add_argument("--verbose", action="store_true")
 
+    a = sub.add_parser("audit", help="check a service's keyed audit chain")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    av = asub.add_parser("verify", help="check every entry's MAC, the links and the head")
+    av.add_argument("--db", required=True, help="the SQLite file holding audit_log")
+    av.add_argument("--audit-key-file", help="audit key file (else $LIVENESS_AUDIT_KEY)")
+    av.add_argument("--head", help="exported head file (default: <db>.audit-head if present)")
+
     m = sub.add_parser("models", help="list or check the model files")
     m.add_argument("action", choices=["list", "check", "build"])
     m.add_argument("name", nargs="?", help="with build: the model to convert (dlib_resnet)")
@@ -90,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             return _challenge_new(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "audit":
+            return _audit_verify(args)
         return _models(args)
-    except (LivenessError, KeyConfigError) as exc:
+    except (LivenessError, KeyConfigError, StoreUnavailable) as exc:
         print(f"liveness: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -215,6 +225,25 @@ def _inspect(args) -> int:
                 f"end {a['end']:6.2f} s  confidence {a['confidence']:.2f}"
             )
     return 0
+
+
+def _audit_verify(args) -> int:
+    """Exit 0 when the chain holds, 1 when it was changed (the problems printed as JSON)."""
+    from pathlib import Path
+
+    from .audit import AuditLog, load_audit_key
+
+    if not Path(args.db).is_file():
+        raise LivenessError(f"no database at {args.db}")
+    head = Path(args.head) if args.head else Path(f"{args.db}.audit-head")
+    if args.head and not head.is_file():
+        raise LivenessError(f"no head file at {args.head}")
+    chain = AuditLog(args.db, load_audit_key(args.audit_key_file), head_file=head)
+    report = chain.verify() if head.is_file() else chain.verify(head=None)
+    doc = report.to_dict()
+    doc["head_file"] = str(head) if head.is_file() else None
+    print(json.dumps(doc, indent=1))
+    return 0 if report.ok else EXIT_NOT_ACCEPTED
 
 
 def _models(args) -> int:

@@ -61,6 +61,7 @@ from .stores import (
     SQLiteSessionStore,
 )
 from .stores.base import DIGEST_RE as _DIGEST_RE
+from .stores.base import StoreUnavailable
 
 __all__ = [
     "ENV_KEY",
@@ -88,9 +89,11 @@ __all__ = [
     "SessionError",
     "SessionExpiredError",
     "SessionStore",
+    "StoreUnavailable",
     "TokenInvalidError",
     "VideoReusedError",
     "begin_verification",
+    "check_key_strength",
     "draw_actions",
     "encode_token",
     "issue_challenge",
@@ -292,12 +295,17 @@ class Keyring:
         secret = env.get(ENV_KEY, "")
         if not secret:
             raise KeyMissingError(_MISSING_KEY_HELP)
+        check_key_strength(_secret_bytes(secret), f"The key in {ENV_KEY}")
         return cls.single(secret, env.get(ENV_KEY_ID) or DEFAULT_KEY_ID)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], kid: str = DEFAULT_KEY_ID) -> Keyring:
-        """Keys from a file: a single secret (with id ``kid``) or the JSON form above."""
+        """Keys from a file: a single secret (with id ``kid``) or the JSON form above.
+
+        The file must not be readable by group or others, and every key in it must pass
+        :func:`check_key_strength`; :class:`KeyConfigError` otherwise."""
         try:
+            check_key_file_permissions(path)
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise KeyMissingError(
@@ -316,9 +324,12 @@ class Keyring:
                     f"Key file {os.fspath(path)!r} is not valid JSON of the form "
                     '{"current": ID, "keys": {ID: SECRET, ...}}.'
                 ) from e
+            for k, secret in keys.items():
+                check_key_strength(secret, f"Key {k!r} in {os.fspath(path)!r}")
             return cls(keys, current)
         if not stripped:
             raise KeyMissingError(f"Key file {os.fspath(path)!r} is empty. {_MISSING_KEY_HELP}")
+        check_key_strength(_secret_bytes(stripped), f"The key in {os.fspath(path)!r}")
         return cls.single(stripped, kid)
 
     @classmethod
@@ -365,6 +376,78 @@ def _secret_bytes(secret: bytes | str) -> bytes:
     if isinstance(secret, bytes):
         return secret
     raise KeyConfigError(f"A key must be str or bytes, not {type(secret).__name__}.")
+
+
+# Below this many bits of empirical (per-byte Shannon) entropy over the whole key, the key
+# is refused. 16 random bytes score 56-64 bits (at most log2(16) = 4 bits per byte when all
+# differ; one repeat costs under 1 bit), a 22-character token_urlsafe about 80; the weak keys
+# in issue 12 score 0 ("aaaaaaaaaaaaaaaa") and 47 ("changeme-changeme").
+MIN_KEY_ENTROPY_BITS = 48.0
+# Words people type as placeholders; a key that is mostly these is a placeholder.
+_PLACEHOLDER_WORDS = (
+    "changeme", "change-me", "change_me", "password", "passwd", "secret", "letmein",
+    "qwerty", "123456", "example", "default", "admin", "test", "key",
+)  # fmt: skip
+
+
+def key_entropy_bits(secret: bytes) -> float:
+    """Empirical Shannon entropy of ``secret``'s bytes times its length, in bits: an upper
+    bound on what a guesser faces if the key's bytes were drawn independently."""
+    n = len(secret)
+    if n == 0:
+        return 0.0
+    counts: dict[int, int] = {}
+    for b in secret:
+        counts[b] = counts.get(b, 0) + 1
+    return -n * sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def check_key_strength(secret: bytes, what: str = "The key") -> None:
+    """:class:`KeyConfigError` if ``secret`` is short or guessable.
+
+    Refused: under :data:`MIN_KEY_BYTES` bytes; under :data:`MIN_KEY_ENTROPY_BITS` of
+    empirical entropy (:func:`key_entropy_bits`); one piece repeated (``"abcabcabc..."``,
+    ``"changeme-changeme"``); a run with a constant step (``"abcdefghijklmnop"``); or made
+    mostly of placeholder words (``"secretsecretkey!"``). Random keys from
+    ``secrets.token_urlsafe(32)`` or ``token_bytes(32)`` always pass.
+    """
+    n = len(secret)
+    if n < MIN_KEY_BYTES:
+        raise KeyConfigError(
+            f"{what} is {n} bytes long; use at least {MIN_KEY_BYTES} random bytes "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+    weak = None
+    if key_entropy_bits(secret) < MIN_KEY_ENTROPY_BITS:
+        weak = "has too little variety"
+    elif any(secret == (secret[:p] * (n // p + 1))[:n] for p in range(1, n // 2 + 1)):
+        weak = "is one piece repeated"
+    elif len({(secret[i + 1] - secret[i]) % 256 for i in range(n - 1)}) == 1:
+        weak = "is a simple sequence"
+    else:
+        rest = secret.lower()
+        for word in _PLACEHOLDER_WORDS:
+            rest = rest.replace(word.encode(), b"")
+        if len(rest) < MIN_KEY_BYTES // 2:
+            weak = "is made of placeholder words"
+    if weak:
+        raise KeyConfigError(
+            f"{what} {weak}, so it can be guessed; use a random secret "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+
+
+def check_key_file_permissions(path: str | os.PathLike[str]) -> None:
+    """:class:`KeyConfigError` if the key file can be read or written by group or others
+    (POSIX only): a key others can read signs tokens for them too."""
+    if os.name != "posix":
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise KeyConfigError(
+            f"Key file {os.fspath(path)!r} has permissions {mode:o}: others can read it. "
+            f"Run: chmod 600 {os.fspath(path)}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
-from .sessions import ChallengeClaims, ChallengeGate, SessionError, verify_token
+from .sessions import (
+    ChallengeClaims,
+    ChallengeGate,
+    SessionError,
+    TokenInvalidError,
+    verify_token,
+)
 from .track import identity_spread, other_faces, subject_face
 from .video import Video, VideoLimits, load_image, load_video
 
@@ -227,6 +233,7 @@ class Verifier:
         challenge: str | None = None,
         mirrored: bool = False,
         now: float | None = None,
+        account: str | None = None,
     ) -> VerificationResult:
         """Verify that ``video`` shows a live person who matches ``reference``.
 
@@ -235,7 +242,10 @@ class Verifier:
         :meth:`~liveness.sessions.ChallengeGate.issue`: it is checked (signature, expiry,
         one use, video never seen before) and its actions must be found, in order, in the
         recording. ``mirrored`` says the recording is a mirrored front-camera preview
-        (left and right swapped). Unreadable input raises an
+        (left and right swapped). ``account`` names the account the reference belongs to:
+        a challenge token issued for another account is refused (``TOKEN_INVALID``), so a
+        token for one's own account cannot be spent against someone else's reference.
+        Unreadable input raises an
         :class:`~liveness.errors.InputError`; problems with the faces or the session give a
         ``reject`` or ``review`` result with reasons.
         """
@@ -250,7 +260,9 @@ class Verifier:
                     "ChallengeGate(keyring, store)"
                 )
             try:  # signature and expiry first: a forged token costs no decoding
-                verify_token(self.challenges.keyring, challenge, now=now)
+                early = verify_token(self.challenges.keyring, challenge, now=now)
+                if account is not None and early.account != account:
+                    raise TokenInvalidError(detail="token issued for another account")
             except SessionError as exc:
                 return self._session_refused(exc, timings, clock)
         with clock("reference"):
@@ -472,7 +484,9 @@ class Verifier:
                 live=out.live,
                 challenge_ok=out.challenge_ok,
             )
-        if claims is not None and d.decision == "reject":
+        # "review" counts too: ten photo animations in a row must not all reach the human
+        # queue (issue 12).
+        if claims is not None and d.decision in ("reject", "review"):
             self.challenges.record_failure(claims, now)
         # Wall time of the whole call: stages overlap, so this is less than their sum.
         timings["total"] = (time.perf_counter() - clock.start) * 1000

@@ -73,6 +73,7 @@ def server(tmp_path_factory, model_dir, data_dir):
     app = create_app(
         ServiceConfig(db=tmp / "recovery.sqlite3", model_dir=model_dir),
         keyring=Keyring.single(b"browser-test-key" * 2),
+        operator_key="op-browser-7TqL9xZ2mWc4Vb8K",
     )
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from media import frame_at
 
 from examples.recovery_service import ServiceConfig, create_app
+from examples.recovery_service.security import ClientLimits
 from liveness.sessions import Keyring, RateLimit
 
 GENUINE = "videos/talking_head_wda_1.mp4"
@@ -21,6 +22,8 @@ REPLAY = "videos/replay_laptop_b.mp4"
 COUPLE = "faces/deepface/couple.jpg"
 MAX_UPLOAD = 4 * 1024 * 1024  # above the clips used here (3.5 MB at most)
 PUBLIC_KEYS = {"recovery_id", "decision", "accepted", "headline", "reasons"}
+OPERATOR_KEY = "op-9XfQ2LrT7vKp3WmZ8cYb4HnJ"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,12 @@ def client(model_dir, service_db, upload_tmp):
         model_dir=model_dir,
         max_upload_bytes=MAX_UPLOAD,
         rate_limit=RateLimit(max_failures=3, window=180, cooldown=300),
+        # Client limits are tested in tests/security; here they must not get in the way.
+        client_limits=ClientLimits(
+            starts_per_client=1000, uploads_per_client=1000, junk_per_client=1000
+        ),
     )
-    app = create_app(config, keyring=Keyring.single(b"test-key-" * 4))
+    app = create_app(config, keyring=Keyring.single(b"test-key-" * 4), operator_key=OPERATOR_KEY)
     with TestClient(app) as c:
         yield c
 
@@ -58,7 +65,9 @@ def png_of(data_dir, video: str, seconds: float) -> bytes:
 
 
 def enroll(client, account: str, photo: bytes, name="photo.png", kind="image/png"):
-    return client.put(f"/accounts/{account}/reference", files={"photo": (name, photo, kind)})
+    return client.put(
+        f"/accounts/{account}/reference", files={"photo": (name, photo, kind)}, headers=OPERATOR
+    )
 
 
 def start(client, account: str) -> dict:
@@ -109,7 +118,10 @@ def test_genuine_flow_gives_a_decision_with_reasons(client, genuine, upload_tmp)
         assert re.fullmatch(r"[A-Z_]+", reason["code"]) and len(reason["message"]) > 20
     assert "CHALLENGE_NOT_COMPLETED" in [x["code"] for x in body["reasons"]]
 
-    status = client.get(f"/recoveries/{session['recovery_id']}").json()
+    status = client.get(
+        f"/recoveries/{session['recovery_id']}",
+        headers={"Authorization": f"Bearer {session['token']}"},
+    ).json()
     assert status["status"] == "done" and status["decision"] == "reject"
     assert status["reasons"] == body["reasons"]
     assert list(upload_tmp.iterdir()) == []  # the upload was deleted after verification
@@ -136,11 +148,19 @@ def test_replay_video_is_refused(client, data_dir):
 
 def test_rate_limit_trips_after_failed_attempts(client, data_dir):
     assert enroll(client, "carol", png_of(data_dir, GENUINE, 7.5)).status_code == 200
+    # Junk that never reaches the analysis does not count against the owner (issue 12).
     first = start(client, "carol")
-    assert upload(client, first, b"not a video" * 100).status_code == 422  # failure 1
-    assert upload(client, first, b"again" * 100).status_code == 409  # failure 2
+    assert upload(client, first, b"not a video" * 100).status_code == 422
+    assert upload(client, first, b"again" * 100).status_code == 409
     second = start(client, "carol")
-    assert upload(client, second, b"still not a video").status_code == 422  # failure 3
+    assert upload(client, second, b"still not a video").status_code == 422
+    assert client.post("/recoveries", json={"account": "carol"}).status_code == 200
+    # Failed attempts that were analysed do count: three of them block the account.
+    store = client.app.state.service.store
+    import time
+
+    for _ in range(3):
+        store.record_failure("carol", time.time())
     r = client.post("/recoveries", json={"account": "carol"})
     assert r.status_code == 429
     assert r.json()["error"] == "RATE_LIMITED"
@@ -167,7 +187,7 @@ def test_bad_requests(client):
         422,
     )
     assert client.post("/recoveries", json={"account": ""}).status_code == 422
-    assert client.get("/recoveries/unknown-recovery-id-123").status_code == 404
+    assert client.get("/recoveries/unknown-recovery-id-123", headers=OPERATOR).status_code == 404
     session = start(client, "wda")
     r = client.post(
         session["upload_url"],
@@ -182,7 +202,8 @@ def test_bad_requests(client):
         files={"video": ("x.mp4", b"x" * 1000, "video/mp4")},
     )
     assert r.status_code == 403 and r.json()["reasons"][0]["code"] == "TOKEN_INVALID"
-    assert client.get(f"/recoveries/{other['recovery_id']}").json()["status"] == "waiting"
+    other_status = client.get(f"/recoveries/{other['recovery_id']}", headers=OPERATOR).json()
+    assert other_status["status"] == "waiting"
 
 
 def test_reference_is_stored_as_template_and_photo(client, genuine, service_db):
@@ -222,6 +243,9 @@ def test_audit_log_has_decisions_with_model_hashes_and_no_images(
         assert len(json.dumps(e)) < 2000
         assert not {k for k in all_keys(e) if k in ("photo", "image", "embedding", "frames")}
     assert service.audit_chain_ok()
+    assert all(
+        e["actor"].startswith("operator:") for e in entries if e["event"] == "reference_enrolled"
+    )
     # Append-only: the database refuses changes to past entries.
     with sqlite3.connect(service_db) as c:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):

@@ -285,28 +285,37 @@ def test_keyring_from_env_and_missing_key():
     assert "LIVENESS_SECRET_KEY" in str(e.value) and "--key-file" in str(e.value)
     with pytest.raises(KeyMissingError):
         Keyring.load(None, {"LIVENESS_SECRET_KEY": ""})
-    kr = Keyring.from_env({"LIVENESS_SECRET_KEY": "s" * 20, "LIVENESS_SECRET_KEY_ID": "prod-1"})
-    assert kr.current == "prod-1" and kr.keys["prod-1"] == b"s" * 20
-    assert Keyring.from_env({"LIVENESS_SECRET_KEY": "s" * 20}).current == "default"
+    env_key = "Qm7vX2pL9tR4wZ8kN3cY6bH1"
+    kr = Keyring.from_env({"LIVENESS_SECRET_KEY": env_key, "LIVENESS_SECRET_KEY_ID": "prod-1"})
+    assert kr.current == "prod-1" and kr.keys["prod-1"] == env_key.encode()
+    assert Keyring.from_env({"LIVENESS_SECRET_KEY": env_key}).current == "default"
     with pytest.raises(KeyConfigError):
         Keyring.from_env({"LIVENESS_SECRET_KEY": "short"})
-    assert "s" * 20 not in repr(kr)
+    assert env_key not in repr(kr)
+
+
+FILE_KEY_A = "u8Jd3kQp0xVb7nRt2mLw5sYe"
+FILE_KEY_B = "Zr4hT9cWq1yF6gK2vB8nM3xP"
 
 
 def test_keyring_from_file(tmp_path):
     plain = tmp_path / "key"
-    plain.write_text("p" * 32 + "\n")
-    assert Keyring.from_file(plain).keys == {"default": b"p" * 32}
+    plain.write_text(FILE_KEY_A + "\n")
+    plain.chmod(0o600)
+    assert Keyring.from_file(plain).keys == {"default": FILE_KEY_A.encode()}
     multi = tmp_path / "keys.json"
-    multi.write_text(json.dumps({"current": "b", "keys": {"a": "a" * 16, "b": "b" * 16}}))
+    multi.write_text(json.dumps({"current": "b", "keys": {"a": FILE_KEY_A, "b": FILE_KEY_B}}))
+    multi.chmod(0o600)
     kr = Keyring.load(multi, {})
     assert kr.current == "b" and set(kr.keys) == {"a", "b"}
     with pytest.raises(KeyMissingError, match="--key-file"):
         Keyring.from_file(tmp_path / "absent")
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "empty").chmod(0o600)
     with pytest.raises(KeyMissingError):
         Keyring.from_file(tmp_path / "empty")
     (tmp_path / "broken.json").write_text('{"current": "a"}')
+    (tmp_path / "broken.json").chmod(0o600)
     with pytest.raises(KeyConfigError):
         Keyring.from_file(tmp_path / "broken.json")
 

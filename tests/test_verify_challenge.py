@@ -164,7 +164,7 @@ def test_cli_challenge_new_verify_and_inspect(model_dir, data_dir, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "LIVENESS_SECRET_KEY" in err and "--key-file" in err
 
-    monkeypatch.setenv("LIVENESS_SECRET_KEY", "s" * 32)
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", "Vq8Lr2Xp7Tn4Wc9Kz3Bm6Hd1")
     assert (
         cli_main(["challenge", "new", "--actions", "4", "--ttl", "60", "--store", str(store)]) == 0
     )
@@ -208,7 +208,7 @@ def test_cli_refuses_new_sessions_for_a_rate_limited_account(tmp_path, capsys, m
     from liveness.sessions import SQLiteSessionStore
 
     store_path = tmp_path / "sessions.sqlite3"
-    monkeypatch.setenv("LIVENESS_SECRET_KEY", "s" * 32)
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", "Vq8Lr2Xp7Tn4Wc9Kz3Bm6Hd1")
     store = SQLiteSessionStore(store_path)
     for _ in range(5):
         store.record_failure("bob", time.time())

@@ -1,4 +1,5 @@
-"""python -m examples.recovery_service --db PATH [--store URL] --model-dir DIR [--port P]"""
+"""python -m examples.recovery_service --db PATH [--store URL] --model-dir DIR
+--operator-key-file PATH [--host H] [--port P]"""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import logging
 import os
 from pathlib import Path
 
-from liveness.sessions import ENV_KEY, RateLimit
+from liveness.sessions import ENV_KEY, KeyConfigError, RateLimit
 
 from .app import ServiceConfig, create_app
+from .security import ServeLimits, uvicorn_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +38,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--actions", type=int, default=3, help="actions per challenge")
     ap.add_argument("--ttl", type=int, default=120, help="seconds a challenge is valid")
     ap.add_argument("--workers", type=int, default=2, help="verifications at once")
+    ap.add_argument(
+        "--operator-key-file",
+        help="operator key (mode 0600) for Authorization: Bearer <key>; else "
+        "$LIVENESS_OPERATOR_KEY. Required.",
+    )
+    ap.add_argument(
+        "--insecure-no-operator-auth",
+        action="store_true",
+        help="start without an operator key (anyone can replace reference photos): demo only",
+    )
+    ap.add_argument("--audit-key-file", help="audit chain HMAC key (else $LIVENESS_AUDIT_KEY)")
+    ap.add_argument(
+        "--evidence-days", type=float, default=30.0, help="delete kept evidence after (30)"
+    )
+    ap.add_argument("--max-connections", type=int, default=256, help="open connections at most")
+    ap.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds to send a request's headers"
+    )
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -51,13 +71,22 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         store=args.store,
         purge_every=args.purge_every,
+        operator_key_file=Path(args.operator_key_file) if args.operator_key_file else None,
+        insecure_no_operator_auth=args.insecure_no_operator_auth,
+        audit_key_file=Path(args.audit_key_file) if args.audit_key_file else None,
+        evidence_retention_s=args.evidence_days * 24 * 3600,
     )
     if config.model_dir is None and not os.environ.get("LIVENESS_MODEL_DIR"):
         logging.getLogger("recovery_service").info("no --model-dir: using the model cache")
 
     import uvicorn
 
-    uvicorn.run(create_app(config), host=args.host, port=args.port)
+    try:
+        app = create_app(config)
+    except KeyConfigError as exc:
+        raise SystemExit(f"recovery_service: {exc}") from None
+    limits = ServeLimits(max_connections=args.max_connections, header_timeout=args.header_timeout)
+    uvicorn.Server(uvicorn_config(app, args.host, args.port, limits)).run()
 
 
 if __name__ == "__main__":

@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liveness import InputError, Reference, Verifier
+from liveness.audit import AuditLog, load_audit_key
 from liveness.reasons import ReasonCode
 from liveness.sessions import (
     ENV_KEY,
@@ -47,12 +49,21 @@ from liveness.sessions import (
     RateLimitedError,
     SessionAlreadyUsedError,
     SessionError,
+    StoreUnavailable,
     TokenInvalidError,
     verify_token,
 )
 from liveness.stores import store_from_url
 
 from .purge import PurgeSchedule
+from .security import (
+    ClientLimiter,
+    ClientLimits,
+    OperatorAuth,
+    private_dir,
+    private_file,
+    write_private,
+)
 
 log = logging.getLogger("recovery_service")
 
@@ -92,21 +103,23 @@ CREATE TABLE IF NOT EXISTS recoveries (
     outcome TEXT,                    -- what the person was shown (JSON)
     finished_at REAL
 );
-CREATE TABLE IF NOT EXISTS audit_log (
+-- A replaced reference is kept here, with who replaced it (issue 12: no silent replacement).
+CREATE TABLE IF NOT EXISTS reference_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    account TEXT,
-    recovery_id TEXT,
-    entry TEXT NOT NULL,             -- JSON: decision, reason codes, model hashes, ...
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL               -- sha256(prev_hash + entry): a changed row breaks the chain
+    account TEXT NOT NULL,
+    template TEXT NOT NULL,
+    photo BLOB NOT NULL,
+    photo_type TEXT NOT NULL,
+    enrolled_at REAL NOT NULL,
+    replaced_at REAL NOT NULL,
+    replaced_by TEXT
 );
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
+# Columns added after the first release (ALTER TABLE on older files).
+_ADDED_COLUMNS = {
+    "reference_photos": {"usable_from": "REAL NOT NULL DEFAULT 0", "enrolled_by": "TEXT"},
+    "recoveries": {"token_sha256": "TEXT", "client": "TEXT"},
+}
 
 
 @dataclass
@@ -130,6 +143,26 @@ class ServiceConfig:
     store: str | None = None
     # Seconds between purges of expired sessions, old failures and old video digests.
     purge_every: float = 600.0
+    # Operator endpoints need Authorization: Bearer <key>; the key comes from this file,
+    # else LIVENESS_OPERATOR_KEY. Without one the service does not start, unless this demo
+    # switch is on.
+    operator_key_file: Path | None = None
+    insecure_no_operator_auth: bool = False
+    # The audit chain's HMAC key (separate from the token key): this file, else
+    # LIVENESS_AUDIT_KEY, else <db>.audit-key (created 0600). Head exported to <db>.audit-head.
+    audit_key_file: Path | None = None
+    # Kept evidence is deleted after this many seconds (default 30 days).
+    evidence_retention_s: float = 30 * 24 * 3600.0
+    # A replaced reference cannot be used for recovery for this long (default 24 h): the
+    # account's owner has a day to notice a takeover by a changed photo.
+    reference_cooldown_s: float = 24 * 3600.0
+    # Uploads are spooled here (0700; default: <db folder>/spool).
+    spool_dir: Path | None = None
+    # Bodies of requests that are not uploads (JSON) are refused above this.
+    max_json_bytes: int = 16 * 1024
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # Seconds to wait for SQLite's write lock before answering 503 with Retry-After.
+    db_busy_timeout: float = 10.0
 
 
 class ServiceError(Exception):
@@ -185,12 +218,34 @@ class RecoveryService:
         self.config = config
         self.db_path = str(config.db)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        self.store = store_from_url(config.store or self.db_path, limits=config.rate_limit)
+        # Every file the service creates is 0600 (reference photos are biometric data).
+        old_umask = os.umask(0o077)
+        try:
+            # A store URL (PostgreSQL, Redis) or, by default, the service's SQLite file.
+            options = {} if config.store else {"busy_timeout": config.db_busy_timeout}
+            self.store = store_from_url(
+                config.store or self.db_path, limits=config.rate_limit, **options
+            )
+            self.auditlog = AuditLog(
+                self.db_path,
+                load_audit_key(config.audit_key_file, create_beside=self.db_path),
+                head_file=f"{self.db_path}.audit-head",
+                busy_timeout=config.db_busy_timeout,
+            )
+            self._init_db()
+        finally:
+            os.umask(old_umask)
+        for suffix in ("", "-wal", "-shm"):
+            private_file(self.db_path + suffix)
         self.purger = PurgeSchedule(self.store, config.purge_every).start()
         self.gate = ChallengeGate(keyring or load_keyring(config.key_file), self.store)
-        self._init_db()
+        self.spool = private_dir(config.spool_dir or Path(self.db_path).parent / "spool")
+        self.limiter = ClientLimiter(config.client_limits)
+        self._clean_spool()
+        self.recover_interrupted()
         if config.keep_evidence is not None:
-            Path(config.keep_evidence).mkdir(parents=True, exist_ok=True)
+            private_dir(config.keep_evidence)
+            self.purge_evidence()
         self._own_verifier = verifier is None
         t = time.perf_counter()
         self.verifier = verifier or Verifier(config.model_dir, challenges=self.gate)
@@ -209,67 +264,111 @@ class RecoveryService:
 
     @contextlib.contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+        """A connection; SQLite's lock timeouts and I/O errors become StoreUnavailable (503)."""
         try:
-            if write:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+            conn = sqlite3.connect(
+                self.db_path, timeout=self.config.db_busy_timeout, isolation_level=None
+            )
+            try:
+                if write:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                else:
                     yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            else:
-                yield conn
-        finally:
-            conn.close()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"{self.db_path}: {e}") from e
 
     def _init_db(self) -> None:
+        self.auditlog.init()
         with self._db() as c:
             c.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                for name, decl in columns.items():
+                    if name not in have:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
-    def audit(self, event: str, *, account=None, recovery_id=None, **data) -> None:
-        """Append one entry to the audit log (never images or embeddings)."""
-        now = time.time()
-        entry = {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "event": event,
-            "account": account,
-            "recovery_id": recovery_id,
-            **data,
-        }
-        text = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-        with self._db(write=True) as c:
-            row = c.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            prev = row[0] if row else "0" * 64
-            digest = hashlib.sha256((prev + text).encode()).hexdigest()
-            c.execute(
-                "INSERT INTO audit_log (at, event, account, recovery_id, entry, prev_hash, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, event, account, recovery_id, text, prev, digest),
-            )
+    def audit(
+        self, event: str, *, account=None, recovery_id=None, actor=None, client=None, **data
+    ) -> None:
+        """Append one entry to the keyed audit chain (never images or embeddings)."""
+        self.auditlog.append(
+            event, actor=actor, client=client, account=account, recovery_id=recovery_id, **data
+        )
 
     def audit_entries(self) -> list[dict]:
-        with self._db() as c:
-            rows = c.execute("SELECT entry FROM audit_log ORDER BY id").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return self.auditlog.entries()
 
     def audit_chain_ok(self) -> bool:
-        """Whether every audit row still hashes to the next one's ``prev_hash``."""
-        prev = "0" * 64
-        with self._db() as c:
-            for entry, p, h in c.execute(
-                "SELECT entry, prev_hash, hash FROM audit_log ORDER BY id"
-            ):
-                if p != prev or hashlib.sha256((p + entry).encode()).hexdigest() != h:
-                    return False
-                prev = h
-        return True
+        """Whether every audit row's MAC holds and the chain ends at the exported head."""
+        return self.auditlog.verify().ok
+
+    # -- crash recovery, spool and evidence ---------------------------------------------------
+
+    def recover_interrupted(self) -> int:
+        """Mark attempts left ``processing`` by a crash as ``failed`` and audit them. They do
+        not count against the account: the person just starts a new attempt."""
+        body = {
+            "error": "INTERRUPTED",
+            "message": "The check of your recording was interrupted on our side. Start a new "
+            "recovery attempt; this one does not count against you.",
+        }
+        with self._db(write=True) as c:
+            rows = c.execute(
+                "SELECT id, account FROM recoveries WHERE status = 'processing'"
+            ).fetchall()
+            c.execute(
+                "UPDATE recoveries SET status = 'failed', outcome = ?, finished_at = ? "
+                "WHERE status = 'processing'",
+                (json.dumps(body), time.time()),
+            )
+        for rid, account in rows:
+            self.audit("recovery_interrupted", account=account, recovery_id=rid, actor="system")
+        return len(rows)
+
+    def _clean_spool(self) -> None:
+        """Uploads left in the spool by a crash are deleted at start."""
+        for p in self.spool.iterdir():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    def spool_file(self, suffix: str) -> tuple[int, str]:
+        """A new 0600 file in the private spool folder."""
+        return tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=self.spool)
+
+    def purge_evidence(self, now: float | None = None) -> int:
+        """Delete kept evidence older than ``evidence_retention_s``; returns files deleted."""
+        if self.config.keep_evidence is None:
+            return 0
+        now = time.time() if now is None else now
+        cutoff = now - self.config.evidence_retention_s
+        removed = []
+        for p in Path(self.config.keep_evidence).iterdir():
+            with contextlib.suppress(OSError):
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed.append(p.name)
+        if removed:
+            self.audit("evidence_purged", actor="system", files=sorted(removed)[:100])
+        return len(removed)
 
     # -- reference photos -----------------------------------------------------------------
 
-    def enroll(self, account: str, photo: bytes, photo_type: str) -> dict:
-        """Make and store the account's reference; :class:`ServiceError` 422 if unusable."""
+    def enroll(
+        self, account: str, photo: bytes, photo_type: str, *, actor=None, client=None
+    ) -> dict:
+        """Make and store the account's reference; :class:`ServiceError` 422 if unusable.
+
+        Replacing a reference keeps the old one in ``reference_history``, audits who
+        replaced it, and closes video recovery for ``reference_cooldown_s``."""
         _check_account(account)
         if not photo:
             raise ServiceError(422, "PHOTO_MISSING", "Send the reference photo as 'photo'.")
@@ -280,7 +379,13 @@ class RecoveryService:
                 422, "PHOTO_UNREADABLE", "The photo could not be read. Send a JPEG or PNG file."
             ) from exc
         if not ref.usable:
-            self.audit("reference_refused", account=account, problems=ref.problems)
+            self.audit(
+                "reference_refused",
+                account=account,
+                actor=actor,
+                client=client,
+                problems=ref.problems,
+            )
             raise ServiceError(
                 422,
                 ReasonCode.REFERENCE_UNUSABLE.value,
@@ -289,22 +394,45 @@ class RecoveryService:
                 + ". Use a sharp, well-lit photo of one person facing the camera.",
                 problems=list(ref.problems),
             )
+        now = time.time()
         with self._db(write=True) as c:
+            old = c.execute(
+                "SELECT template, photo, photo_type, enrolled_at FROM reference_photos "
+                "WHERE account = ?",
+                (account,),
+            ).fetchone()
+            if old is not None:
+                c.execute(
+                    "INSERT INTO reference_history (account, template, photo, photo_type, "
+                    "enrolled_at, replaced_at, replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (account, *old, now, actor),
+                )
+            usable_from = now + self.config.reference_cooldown_s if old is not None else now
             c.execute(
-                "INSERT INTO reference_photos (account, template, photo, photo_type, enrolled_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET "
+                "INSERT INTO reference_photos (account, template, photo, photo_type, "
+                "enrolled_at, usable_from, enrolled_by) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (account) DO UPDATE SET "
                 "template = excluded.template, photo = excluded.photo, "
-                "photo_type = excluded.photo_type, enrolled_at = excluded.enrolled_at",
-                (account, json.dumps(ref.to_dict()), photo, photo_type, time.time()),
+                "photo_type = excluded.photo_type, enrolled_at = excluded.enrolled_at, "
+                "usable_from = excluded.usable_from, enrolled_by = excluded.enrolled_by",
+                (account, json.dumps(ref.to_dict()), photo, photo_type, now, usable_from, actor),
             )
         self.audit(
-            "reference_enrolled",
+            "reference_replaced" if old is not None else "reference_enrolled",
             account=account,
+            actor=actor,
+            client=client,
             model=ref.model,
             model_sha256=ref.model_sha256,
             photo_sha256=hashlib.sha256(photo).hexdigest(),
+            previous_photo_sha256=hashlib.sha256(old[1]).hexdigest() if old else None,
+            usable_from=int(usable_from),
         )
-        return {"account": account, "usable": True, "model": ref.model}
+        out = {"account": account, "usable": True, "model": ref.model}
+        if old is not None:
+            out["replaced"] = True
+            out["usable_from"] = int(usable_from)
+        return out
 
     def reference(self, account: str) -> Reference | None:
         with self._db() as c:
@@ -323,33 +451,60 @@ class RecoveryService:
 
     # -- recoveries -------------------------------------------------------------------------
 
-    def start(self, account: str) -> dict:
+    def start(self, account: str, *, client=None) -> dict:
         """Issue a challenge session for ``account``."""
         _check_account(account)
         now = time.time()
         try:
             self.store.check_rate_limit(account, now)
         except RateLimitedError as exc:
-            self.audit("start_refused", account=account, reason_codes=[exc.code])
+            self.audit("start_refused", account=account, client=client, reason_codes=[exc.code])
             raise _rate_limited(exc) from None
-        if self.reference(account) is None:
+        with self._db() as c:
+            row = c.execute(
+                "SELECT usable_from FROM reference_photos WHERE account = ?", (account,)
+            ).fetchone()
+        if row is None:
             raise ServiceError(
                 404,
                 "NO_REFERENCE",
                 "There is no reference photo for this account, so it cannot be recovered "
                 "with a video. Contact support.",
             )
+        if row[0] > now:
+            hours = max(1, int((row[0] - now) / 3600 + 0.999))
+            self.audit(
+                "start_refused", account=account, client=client, reason_codes=["REFERENCE_NEW"]
+            )
+            raise ServiceError(
+                409,
+                "REFERENCE_NEW",
+                "The reference photo of this account was changed recently. For your safety, "
+                f"video recovery opens again in about {hours} hour(s). Contact support if you "
+                "did not ask for this change.",
+                headers={"Retry-After": str(int(row[0] - now) + 1)},
+            )
         issued = self.gate.issue(account=account, actions=self.config.actions, ttl=self.config.ttl)
         with self._db(write=True) as c:
             c.execute(
-                "INSERT INTO recoveries (id, account, actions, created_at, expires_at, status) "
-                "VALUES (?, ?, ?, ?, ?, 'waiting')",
-                (issued.session_id, account, json.dumps(issued.actions), now, issued.expires_at),
+                "INSERT INTO recoveries (id, account, actions, created_at, expires_at, status, "
+                "token_sha256, client) VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)",
+                (
+                    issued.session_id,
+                    account,
+                    json.dumps(issued.actions),
+                    now,
+                    issued.expires_at,
+                    hashlib.sha256(issued.token.encode()).hexdigest(),
+                    client,
+                ),
             )
         self.audit(
             "recovery_started",
             account=account,
             recovery_id=issued.session_id,
+            client=client,
+            actor="person",
             actions=issued.actions,
         )
         steps = [s[0].lower() + s[1:] for s in issued.instructions]
@@ -379,6 +534,20 @@ class RecoveryService:
             raise ServiceError(404, "RECOVERY_NOT_FOUND", "There is no such recovery attempt.")
         return row
 
+    def can_read(self, recovery_id: str, authorization: str | None) -> bool:
+        """Whether ``Authorization: Bearer <token>`` carries the token that created the
+        recovery (compared as SHA-256 digests, in constant time)."""
+        if not RECOVERY_ID_RE.fullmatch(recovery_id) or not authorization:
+            return False
+        with self._db() as c:
+            row = c.execute(
+                "SELECT token_sha256 FROM recoveries WHERE id = ?", (recovery_id,)
+            ).fetchone()
+        if row is None or not row[0] or not authorization.startswith("Bearer "):
+            return False
+        sent = hashlib.sha256(authorization[7:].strip().encode("utf-8", "replace")).hexdigest()
+        return secrets.compare_digest(sent, row[0])
+
     def status(self, recovery_id: str) -> dict:
         _account, actions, expires_at, status, outcome = self._recovery(recovery_id)
         if status == "waiting" and time.time() >= expires_at:
@@ -393,7 +562,7 @@ class RecoveryService:
             out.update(json.loads(outcome))
         return out
 
-    def precheck_upload(self, recovery_id: str) -> None:
+    def precheck_upload(self, recovery_id: str, *, client=None) -> None:
         """Cheap refusals before the upload is read: unknown, blocked or already used."""
         account, _a, _e, status, _o = self._recovery(recovery_id)
         now = time.time()
@@ -405,28 +574,41 @@ class RecoveryService:
             )
             raise _Refused(_refusal(recovery_id, exc, 429, _retry_after(exc))) from None
         if status != "waiting":
-            raise _Refused(self._already_used(recovery_id, account, now))
+            raise _Refused(self._already_used(recovery_id, account, now, client))
 
-    def _already_used(self, recovery_id: str, account: str, now: float) -> Outcome:
+    def _already_used(self, recovery_id: str, account: str, now: float, client=None) -> Outcome:
         exc = SessionAlreadyUsedError()
-        # A second upload for one session is a replay: it counts against the account.
-        self.store.record_failure(account, now)
+        # A second upload for one session never reaches the analysis: it counts against
+        # the client that sent it, not against the account's owner (issue 12).
+        self._junk(client)
         self.audit(
-            "upload_refused", account=account, recovery_id=recovery_id, reason_codes=[exc.code]
+            "upload_refused",
+            account=account,
+            recovery_id=recovery_id,
+            client=client,
+            reason_codes=[exc.code],
         )
         return _refusal(recovery_id, exc, 409)
 
-    def submit(self, recovery_id: str, token: str, video: Path, mirrored: bool) -> Outcome:
+    def _junk(self, client) -> None:
+        if client is not None and self.limiter.record_junk(client):
+            log.warning("client %s blocked after repeated junk uploads", client)
+
+    def submit(
+        self, recovery_id: str, token: str, video: Path, mirrored: bool, *, client=None
+    ) -> Outcome:
         """Verify an uploaded clip (a file that this call deletes, or keeps as evidence)."""
         try:
-            return self._submit(recovery_id, token, video, mirrored)
+            return self._submit(recovery_id, token, video, mirrored, client)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 video.unlink()
 
-    def _submit(self, recovery_id: str, token: str, video: Path, mirrored: bool) -> Outcome:
+    def _submit(
+        self, recovery_id: str, token: str, video: Path, mirrored: bool, client=None
+    ) -> Outcome:
         try:
-            self.precheck_upload(recovery_id)
+            self.precheck_upload(recovery_id, client=client)
         except _Refused as r:
             return r.outcome
         account = self._recovery(recovery_id)[0]
@@ -437,8 +619,13 @@ class RecoveryService:
                 raise TokenInvalidError(detail="token is for another recovery")
         except SessionError as exc:
             log.info("recovery %s: token refused (%s: %s)", recovery_id, exc.code, exc.detail)
+            self._junk(client)
             self.audit(
-                "upload_refused", account=account, recovery_id=recovery_id, reason_codes=[exc.code]
+                "upload_refused",
+                account=account,
+                recovery_id=recovery_id,
+                client=client,
+                reason_codes=[exc.code],
             )
             return _refusal(recovery_id, exc, 410 if exc.code == "SESSION_EXPIRED" else 403)
         with self._db(write=True) as c:  # one upload per recovery, even when two race
@@ -447,13 +634,16 @@ class RecoveryService:
                 (recovery_id,),
             ).rowcount
         if not claimed:
-            return self._already_used(recovery_id, account, now)
+            return self._already_used(recovery_id, account, now, client)
         reference = self.reference(account)
         try:
             with self._slots:
-                result = self.verifier.verify(video, reference, challenge=token, mirrored=mirrored)
+                result = self.verifier.verify(
+                    video, reference, challenge=token, mirrored=mirrored, account=account
+                )
         except InputError as exc:
-            self.store.record_failure(account, time.time())
+            # Junk that never reached the analysis: against the client, not the owner.
+            self._junk(client)
             body = {
                 "recovery_id": recovery_id,
                 "error": "VIDEO_UNREADABLE",
@@ -465,6 +655,7 @@ class RecoveryService:
                 "upload_unreadable",
                 account=account,
                 recovery_id=recovery_id,
+                client=client,
                 error=type(exc).__name__,
             )
             return Outcome(422, body)
@@ -491,6 +682,8 @@ class RecoveryService:
             "decision",
             account=account,
             recovery_id=recovery_id,
+            actor="person",
+            client=client,
             decision=result.decision,
             score=round(float(result.score), 4),
             reason_codes=result.reason_codes,
@@ -510,10 +703,14 @@ class RecoveryService:
             )
 
     def _keep(self, recovery_id: str, video: Path, result) -> str:
-        folder = Path(self.config.keep_evidence)
+        """Keep the clip and the full result (0600, in a 0700 folder) until purged."""
+        folder = private_dir(self.config.keep_evidence)
         kept = folder / f"{recovery_id}{video.suffix}"
-        shutil.copyfile(video, kept)
-        (folder / f"{recovery_id}.json").write_text(result.to_json(indent=1))
+        fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out, open(video, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        write_private(folder / f"{recovery_id}.json", result.to_json(indent=1).encode())
+        self.purge_evidence()
         return kept.name
 
 
@@ -599,13 +796,102 @@ async def _read_form(request: Request, limit: int):
 
 def _too_large(limit: int) -> JSONResponse:
     mb = limit / (1024 * 1024)
+    size = f"{mb:.0f} MB" if mb >= 1 else f"{limit // 1024} KB"
     return JSONResponse(
         {
             "error": "UPLOAD_TOO_LARGE",
-            "message": f"The file is larger than {mb:.0f} MB. Record a shorter video.",
+            "message": f"The request is larger than {size}. Record a shorter video.",
         },
         status_code=413,
     )
+
+
+def body_limit(config: ServiceConfig, method: str, path: str) -> int:
+    """The largest body a request may send: the upload limits on the two upload routes
+    (plus 64 KB for the form's other fields), ``max_json_bytes`` everywhere else."""
+    if method == "POST" and path.startswith("/recoveries/") and path.endswith("/video"):
+        return config.max_upload_bytes + 64 * 1024
+    if method == "PUT" and path.startswith("/accounts/") and path.endswith("/reference"):
+        return config.max_photo_bytes + 64 * 1024
+    return config.max_json_bytes
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over :func:`body_limit` with 413: by ``Content-Length`` before any
+    byte is read, and by counting while they stream in (issue 12: a 400 MB JSON body was
+    answered 200 after costing 1.17 GB)."""
+
+    def __init__(self, app, config: ServiceConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = body_limit(self.config, scope["method"], scope["path"])
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    return await _too_large(limit)(scope, receive, send)
+        received = 0
+        started = False
+        refused = False
+
+        async def limited_receive():
+            nonlocal received, refused, started
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Answer now: the app may turn the exception into a 400 of its own,
+                    # which tracking_send then drops.
+                    refused = True
+                    if not started:
+                        started = True
+                        await _too_large(limit)(scope, receive, send)
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(limit)(scope, receive, send)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def operator_auth(
+    config: ServiceConfig, operator_key: bytes | str | None = None
+) -> OperatorAuth | None:
+    """The operator key: ``operator_key``, else ``--operator-key-file``, else
+    ``$LIVENESS_OPERATOR_KEY``. None only with ``insecure_no_operator_auth``; otherwise a
+    missing key is a :class:`~liveness.sessions.KeyConfigError` and the service does not
+    start."""
+    if operator_key is not None:
+        key = operator_key.encode() if isinstance(operator_key, str) else operator_key
+        return OperatorAuth(key)
+    if config.operator_key_file is not None or os.environ.get("LIVENESS_OPERATOR_KEY"):
+        return OperatorAuth.load(config.operator_key_file)
+    if config.insecure_no_operator_auth:
+        log.warning(
+            "--insecure-no-operator-auth: anyone who can reach this service can replace "
+            "reference photos. For a demo on your own machine only."
+        )
+        return None
+    return OperatorAuth.load(None)  # raises with the sentence saying what to set
 
 
 def create_app(
@@ -613,8 +899,17 @@ def create_app(
     *,
     verifier: Verifier | None = None,
     keyring: Keyring | None = None,
+    operator_key: bytes | str | None = None,
 ) -> FastAPI:
-    """The FastAPI application. The service (and the models) start once, at startup."""
+    """The FastAPI application. The service (and the models) start once, at startup.
+
+    Operator endpoints (replacing a reference photo) need ``Authorization: Bearer <key>``
+    (:func:`operator_auth`); the app is not created without a key unless
+    ``config.insecure_no_operator_auth``."""
+    operator = operator_auth(config, operator_key)
+    # The signing key is checked now, so that a weak or missing one stops the start with
+    # one sentence rather than a traceback from the startup hook.
+    keyring = keyring or load_keyring(config.key_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -629,10 +924,28 @@ def create_app(
 
     app = FastAPI(title="Account recovery (liveness example)", lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodyLimitMiddleware, config=config)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable):
+        log.warning("store unavailable: %s", exc.detail)
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message},
+            status_code=503,
+            headers={"Retry-After": str(max(1, int(exc.retry_after)))},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        # Never echo the body back (issue 12: a 100 MB text body came back in the 422).
+        return JSONResponse(
+            {"error": "REQUEST_INVALID", "message": "Send a JSON object as the request body."},
+            status_code=422,
+        )
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
@@ -651,6 +964,30 @@ def create_app(
     def svc(request: Request) -> RecoveryService:
         return request.app.state.service
 
+    def limit(request: Request, kind: str) -> None:
+        wait = svc(request).limiter.allow(kind, _client(request))
+        if wait is not None:
+            raise ServiceError(
+                429,
+                "RATE_LIMITED",
+                "Too many requests from your connection. Wait a few minutes and try again.",
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+
+    def require_operator(request: Request) -> str:
+        """The operator's actor name, or 401 (429 after repeated wrong keys)."""
+        if operator is None:
+            return "operator:unauthenticated-demo"
+        if operator.check(request.headers.get("authorization")):
+            return operator.actor
+        limit(request, "auth")
+        raise ServiceError(
+            401,
+            "OPERATOR_AUTH_REQUIRED",
+            "This needs an operator key: send it as 'Authorization: Bearer <key>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -661,8 +998,11 @@ def create_app(
 
     @app.put("/accounts/{account}/reference")
     async def put_reference(account: str, request: Request):
-        """Enrol the account's reference photo (multipart field ``photo``)."""
+        """Enrol or replace the account's reference photo (multipart field ``photo``);
+        operator only."""
+        actor = require_operator(request)
         _check_account(account)
+        limit(request, "enrol")
         try:
             form = await _read_form(request, config.max_photo_bytes)
         except _TooLarge:
@@ -671,28 +1011,46 @@ def create_app(
             photo = form.get("photo")
             if photo is None or isinstance(photo, str):
                 raise ServiceError(422, "PHOTO_MISSING", "Send the reference photo as 'photo'.")
-            data = await photo.read()
+            data = await photo.read(config.max_photo_bytes + 1)
             kind = photo.content_type or "application/octet-stream"
         finally:
             await form.close()
-        return await run_in_threadpool(svc(request).enroll, account, data, kind)
+        if len(data) > config.max_photo_bytes:
+            return _too_large(config.max_photo_bytes)
+        return await run_in_threadpool(
+            svc(request).enroll, account, data, kind, actor=actor, client=_client(request)
+        )
 
     @app.post("/recoveries")
     def post_recovery(body: dict, request: Request):
         """Start a recovery: ``{"account": ...}`` -> a challenge session."""
+        limit(request, "start")
         account = body.get("account") if isinstance(body, dict) else None
-        return svc(request).start(account if isinstance(account, str) else "")
+        return svc(request).start(
+            account if isinstance(account, str) else "", client=_client(request)
+        )
 
     @app.get("/recoveries/{recovery_id}")
     def get_recovery(recovery_id: str, request: Request):
-        return svc(request).status(recovery_id)
+        """The attempt's status: only with ``Authorization: Bearer <its token>`` (or the
+        operator key)."""
+        auth = request.headers.get("authorization")
+        service = svc(request)
+        if not (
+            service.can_read(recovery_id, auth) or (operator is not None and operator.check(auth))
+        ):
+            limit(request, "auth")
+            raise ServiceError(404, "RECOVERY_NOT_FOUND", "There is no such recovery attempt.")
+        return service.status(recovery_id)
 
     @app.post("/recoveries/{recovery_id}/video")
     async def post_video(recovery_id: str, request: Request):
         """The recorded clip (multipart: ``video``, ``token``, ``mirrored``) -> the result."""
         service = svc(request)
+        client = _client(request)
+        limit(request, "upload")
         try:
-            await run_in_threadpool(service.precheck_upload, recovery_id)
+            await run_in_threadpool(service.precheck_upload, recovery_id, client=client)
         except _Refused as r:
             return JSONResponse(r.outcome.body, r.outcome.status, headers=r.outcome.headers)
         try:
@@ -709,12 +1067,14 @@ def create_app(
             mirrored = str(form.get("mirrored", "false")).lower() in ("1", "true", "yes")
             base_type = (upload.content_type or "").split(";")[0].strip().lower()
             suffix = VIDEO_SUFFIXES.get(base_type, ".video")
-            fd, name = tempfile.mkstemp(prefix="recovery-", suffix=suffix)
+            fd, name = service.spool_file(suffix)
             with os.fdopen(fd, "wb") as out:
                 await run_in_threadpool(shutil.copyfileobj, upload.file, out, 1 << 20)
         finally:
             await form.close()
-        outcome = await run_in_threadpool(service.submit, recovery_id, token, Path(name), mirrored)
+        outcome = await run_in_threadpool(
+            service.submit, recovery_id, token, Path(name), mirrored, client=client
+        )
         return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
 
     return app

@@ -59,12 +59,12 @@ class StoreUnavailable(LivenessError, RuntimeError):
     default_message = "The service is briefly unavailable. Try again in a few seconds."
 
     def __init__(
-        self, message: str | None = None, *, retry_after: float = 5.0, detail: str | None = None
+        self, detail: str | None = None, *, retry_after: float = 5.0, message: str | None = None
     ) -> None:
         self.message = message or self.default_message
         self.retry_after = retry_after
         self.detail = detail
-        super().__init__(self.message)
+        super().__init__(f"session store unavailable: {detail}" if detail else self.message)
 
 
 @dataclass(frozen=True)
