@@ -21,6 +21,7 @@ from liveness.sessions import ChallengeClaims, Keyring
 from liveness.stores import MemorySessionStore, StoreUnavailable, store_from_url
 
 GENUINE = "videos/talking_head_wda_1.mp4"
+OPERATOR_KEY = secrets.token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,18 @@ def test_service_keeps_sessions_in_the_store_url_and_purges_it(
         stale = old_session(time.time())
         outside.record_issued(stale)
         config = ServiceConfig(db=tmp_path / "recovery.sqlite3", store=server.url, purge_every=0.2)
-        app = create_app(config, verifier=verifier, keyring=Keyring.single(b"k" * 32, "k1"))
+        app = create_app(
+            config,
+            verifier=verifier,
+            keyring=Keyring.single(secrets.token_bytes(32), "k1"),
+            operator_key=OPERATOR_KEY,
+        )
         with TestClient(app) as client:
             ok, png = cv2.imencode(".png", frame_at(data_dir / GENUINE, 7.5))
             r = client.put(
-                "/accounts/wda/reference", files={"photo": ("p.png", png.tobytes(), "image/png")}
+                "/accounts/wda/reference",
+                files={"photo": ("p.png", png.tobytes(), "image/png")},
+                headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
             )
             assert r.status_code == 200, r.text
             r = client.post("/recoveries", json={"account": "wda"})
