@@ -488,7 +488,7 @@ def test_passwords_never_shown(postgres_server, redis_server):  # noqa: F811
 
 @pytest.mark.parametrize("backend", SHARED, indirect=True)
 def test_cli_store_url_for_every_backend(backend, capsys, monkeypatch):
-    monkeypatch.setenv("LIVENESS_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", secrets.token_urlsafe(32))
     if backend.kind != "sqlite":
         # The CLI uses the default namespace; this test's store must too.
         backend.options = {}
@@ -498,7 +498,7 @@ def test_cli_store_url_for_every_backend(backend, capsys, monkeypatch):
 
 
 def test_cli_store_plain_path_and_bad_url(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("LIVENESS_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("LIVENESS_SECRET_KEY", secrets.token_urlsafe(32))
     path = tmp_path / "s.db"
     assert cli_main(["challenge", "new", "--store", str(path)]) == 0
     sid = json.loads(capsys.readouterr().out)["session_id"]

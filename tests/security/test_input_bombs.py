@@ -89,7 +89,8 @@ def test_image_pixel_bomb_is_refused_from_its_header(tmp_path):
     path.write_bytes(bomb)
     m = measure("image", path)
     assert m["outcome"] == "ImageDecodeError"
-    assert m["peak_rss_mb"] < 400 and m["seconds"] < 2.0
+    # Decoded, the image would take 2.7 GB; the child only imports the library (~0.4 GB).
+    assert m["peak_rss_mb"] < 1000 and m["seconds"] < 2.0
 
 
 @pytest.mark.parametrize(
