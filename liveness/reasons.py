@@ -116,7 +116,7 @@ class Reason:
     """One reason in a result: a stable ``code``, a ``message`` for the person, and whether
     it ``blocks`` acceptance as a reject (``"reject"``) or as a review (``"review"``)."""
 
-    code: ReasonCode
+    code: ReasonCode  # (a plain str only for a code read back from a newer release)
     message: str
     severity: Severity = Severity.REJECT
     detail: str | None = None

@@ -104,6 +104,12 @@ def test_a_failing_task_is_recorded_and_the_run_goes_on(spec):
     assert out[1].to_dict()["error"]["message"] == "job 1 fails"
 
 
+def test_progress_bar_on_request(spec, capsys):
+    out = list(map_jobs(_explode_on_odd, [0, 2], spec, progress=True, desc="counting"))
+    assert [r.value for r in out] == [0, 20]
+    assert "counting" in capsys.readouterr().err
+
+
 def test_missing_models_are_a_setup_error_per_job(tmp_path):
     bad = VerifierSpec(tmp_path / "no-models", allow_download=False)
     out = list(verify_many([(b"x", b"y"), (b"x", b"y")], bad, engine="serial"))
