@@ -1,4 +1,9 @@
-"""5-point similarity alignment to the ArcFace 112x112 template."""
+"""5-point similarity alignment: the ArcFace 112x112 template, and dlib's 150x150 face chip.
+
+Both take the library's 5 points (YuNet order: eye centres, nose tip, mouth corners).
+:func:`align_face` cuts ArcFace-format faces; :func:`dlib_chip` cuts the chip dlib's ResNet
+descriptor expects (dlib's ``get_face_chip`` geometry, padding 0.25).
+"""
 
 from __future__ import annotations
 
