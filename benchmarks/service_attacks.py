@@ -8,9 +8,9 @@ and replays: a reference replaced without
 credentials, a status read without the token, a huge JSON body sent chunked, a large
 ``text/plain`` body, five junk uploads against one account followed by the owner's own start
 (from another loopback address, 127.0.0.2), a burst of recovery starts from one client (for
-another account), a weak signing key at start, and ``--slow`` connections that never finish their headers. It
-samples the service's resident memory (psutil) during each attack and prints one JSON
-object. Code without ``--operator-key-file`` is started without one.
+another account), a weak signing key at start, and ``--slow`` connections that never finish
+their headers. It samples the service's resident memory (psutil) during each attack and
+prints one JSON object. Code without ``--operator-key-file`` is started without one.
 """
 
 from __future__ import annotations
