@@ -739,6 +739,9 @@ class SessionStore(Protocol):
       ``max_failures``; :meth:`check_rate_limit` raises while blocked.
 
     All times are UTC epoch seconds, passed in by the caller so that tests can move time.
+    When the store cannot be reached or is locked past its timeout, methods raise
+    :class:`StoreUnavailable` (a server answers 503 with ``Retry-After``), never the
+    backend's own exception.
     """
 
     def record_issued(self, claims: ChallengeClaims) -> None:
