@@ -1,6 +1,7 @@
 """Input bombs of issue 12, generated on the fly, and their cost: peak memory, time, outcome.
 
     python -m benchmarks.bombs [--out DIR] [--only NAME,...]
+    python -m benchmarks.bombs --budget CLIP...    # memory of real verifications
 
 Each input is loaded in a fresh child process (``load_image`` or ``load_video`` with the
 default limits) and the child reports its outcome, wall time, its own peak RSS (``VmHWM``)
@@ -183,11 +184,61 @@ def measure(kind: str, path: Path, timeout: float = 600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+BUDGET = r"""
+import json, sys, time
+from liveness import Verifier
+from liveness.video import frame_at
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) // 1024
+
+ref_clip, clips = sys.argv[1], sys.argv[2:]
+v = Verifier()
+ref = v.enroll(frame_at(ref_clip, 7.5))
+v.verify(ref_clip.replace("talking_head_wda_1", "blink_2x_tiny"), ref)  # warm-up, tiny clip
+out = {"rss_after_models_mb": status("VmRSS:")}
+for clip in clips:
+    base = status("VmHWM:")
+    t = time.perf_counter()
+    r = v.verify(clip, ref)
+    out[clip] = {"seconds": round(time.perf_counter() - t, 2),
+                 "peak_rss_increase_mb": status("VmHWM:") - base, "decision": r.decision}
+print(json.dumps(out))
+"""
+
+
+def budget(clips: list[Path]) -> dict:
+    """Peak RSS added by one verification of each clip (after a warm-up), in a fresh
+    process with the real models."""
+    ref = DATA_CLIP
+    out = subprocess.run(
+        [sys.executable, "-c", BUDGET, str(ref), *map(str, clips)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="keep the generated inputs here")
     ap.add_argument("--only", help="comma-separated names of bombs: " + ", ".join(BOMBS))
+    ap.add_argument(
+        "--budget",
+        nargs="+",
+        type=Path,
+        metavar="CLIP",
+        help="instead: the peak memory one verification of each clip adds",
+    )
     args = ap.parse_args(argv)
+    if args.budget:
+        report = budget(args.budget)
+        print(json.dumps(report, indent=1))
+        return report
     names = args.only.split(",") if args.only else list(BOMBS)
     folder = args.out or Path(tempfile.mkdtemp(prefix="bombs-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,10 @@ one) on a free loopback port, in its own process with the usual limit of 1024 op
 and replays: a reference replaced without
 credentials, a status read without the token, a huge JSON body sent chunked, a large
 ``text/plain`` body, five junk uploads against one account followed by the owner's own start
-(from another loopback address, 127.0.0.2), a burst of recovery starts from one client, a
-weak signing key at start, and ``--slow`` connections that never finish their headers. It
-samples the service's resident memory (psutil) during each attack and prints one JSON
-object. Code without ``--operator-key-file`` is started without one.
+(from another loopback address, 127.0.0.2), a burst of recovery starts from one client (for
+another account), a weak signing key at start, and ``--slow`` connections that never finish
+their headers. It samples the service's resident memory (psutil) during each attack and
+prints one JSON object. Code without ``--operator-key-file`` is started without one.
 """
 
 from __future__ import annotations
@@ -234,6 +234,10 @@ def attacks(code: Path, model_dir: str, data_dir: Path, slow: int, body_mb: int)
                 port, "PUT", "/accounts/alice/reference", body, {**op, "Content-Type": ctype}
             )
             assert status == 200, (status, data[:300])
+            status, data, _ = request(
+                port, "PUT", "/accounts/bob/reference", body, {**op, "Content-Type": ctype}
+            )
+            assert status == 200, (status, data[:300])
             # item 1: replace alice's reference without credentials
             status, _, _ = request(
                 port, "PUT", "/accounts/alice/reference", body, {"Content-Type": ctype}
@@ -295,12 +299,13 @@ def attacks(code: Path, model_dir: str, data_dir: Path, slow: int, body_mb: int)
                 junk_statuses=junk, owner_start_after=owner, attacker_start_after=attacker
             )
 
-            # item 5: a burst of starts from one client
+            # item 5: a burst of starts from one client (another account: alice may be
+            # blocked by now)
             codes: dict = {}
             with Peak(proc.pid) as p:
                 for _ in range(200):
                     s, _, _ = request(
-                        port, "POST", "/recoveries", json.dumps({"account": "alice"}).encode(),
+                        port, "POST", "/recoveries", json.dumps({"account": "bob"}).encode(),
                         {"Content-Type": "application/json"}, source="127.0.0.6",
                     )  # fmt: skip
                     codes[str(s)] = codes.get(str(s), 0) + 1
