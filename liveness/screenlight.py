@@ -116,9 +116,9 @@ def sample_colours(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     face = np.concatenate(patches).mean(axis=0) if patches else np.full(3, np.nan)
     gx, gy = 0.5 * (x2 - x1), 0.5 * (y2 - y1)
     mask = np.ones((h, w), bool)
-    mask[max(0, int(y1 - gy)) : max(0, int(y2 + gy)), max(0, int(x1 - gx)) : max(0, int(x2 + gx))] = (
-        False
-    )
+    rows = slice(max(0, int(y1 - gy)), max(0, int(y2 + gy)))
+    cols = slice(max(0, int(x1 - gx)), max(0, int(x2 + gx)))
+    mask[rows, cols] = False
     sub = image[::4, ::4][mask[::4, ::4]]
     background = sub.reshape(-1, 3).mean(axis=0) if len(sub) else image.reshape(-1, 3).mean(axis=0)
     return face.astype(np.float64), background.astype(np.float64)
@@ -218,6 +218,8 @@ def measure_response(
         problem = f"the face's colour changed too little with the screen (gain {gain:.3f})"
     elif gain < cfg.min_face_to_background * max(bg_gain, 0.0):
         problem = (
-            f"the background changed as much as the face (face {gain:.3f}, background {bg_gain:.3f})"
+            "the background changed as much as the face "
+            f"(face {gain:.3f}, background {bg_gain:.3f})"
         )
-    return LightResult(problem is None, float(corr), float(gain), float(bg_gain), lag, n, problem, seq)
+    followed = problem is None
+    return LightResult(followed, float(corr), float(gain), float(bg_gain), lag, n, problem, seq)
