@@ -70,7 +70,7 @@ class LightConfig:
     lag_step_s: float = 0.05
     min_frames: int = 12
     min_correlation: float = 0.6
-    min_face_gain: float = 0.08
+    min_face_gain: float = 0.03
     min_face_to_background: float = 2.0
 
 
