@@ -295,6 +295,7 @@ def main(argv=None) -> int:
                 "details": [r.detail for r in result.reasons if r.detail],
                 "outcome": ch.get("outcome"),
                 "light_correlation": (ch.get("screen_light") or {}).get("correlation"),
+                "light_face_gain": (ch.get("screen_light") or {}).get("face_gain"),
                 "wall_s": round(time.perf_counter() - t, 2),
             }
         )

@@ -64,12 +64,12 @@ class LightConfig:
     correlation <= 0.35 and gain <= 0.03.
     """
 
-    segments: int = 8
-    segment_s: tuple[float, float] = (0.3, 0.5)
+    segments: int = 10
+    segment_s: tuple[float, float] = (0.25, 0.45)
     max_lag_s: float = 0.6
     lag_step_s: float = 0.05
     min_frames: int = 12
-    min_correlation: float = 0.6
+    min_correlation: float = 0.75
     min_face_gain: float = 0.03
     min_face_to_background: float = 2.0
 
