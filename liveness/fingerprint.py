@@ -142,6 +142,10 @@ class FingerprintIndex:
                     "fingerprint TEXT NOT NULL)"
                 )
 
+    def fingerprint(self, frames: Iterable) -> Fingerprint:
+        """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
+        return content_fingerprint(frames)
+
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(os.fspath(self.path), timeout=10.0)
 
