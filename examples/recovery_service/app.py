@@ -708,4 +708,7 @@ def create_app(
         outcome = await run_in_threadpool(service.submit, recovery_id, token, Path(name), mirrored)
         return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
 
+    from .live import register_live  # the live check over a WebSocket (live.py)
+
+    register_live(app)
     return app
