@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .actions import INSTRUCTIONS, Action
+from .actions import ACTION_PHRASES, INSTRUCTIONS, Action
 from .challenges import ActionEvent, check_sequence, detect_actions
 from .errors import InputError
 from .landmarks import FaceMesh
@@ -432,18 +432,19 @@ class LiveSession:
         if ok:
             return
         n = len(self.steps)
-        if seq.failed_step is not None or len(prompted) < n:
-            k = seq.failed_step if seq.failed_step is not None else len(prompted)
+        if seq.failed_step is not None or self.outcome != "complete":
+            # the first step the final analysis could not match, else the one the session
+            # stopped at (not seen in time online, or the stream ended there)
+            k = min(max(self._current, 0), n - 1)
+            if seq.failed_step is not None:
+                k = seq.failed_step
             kind = self.steps[k].action
-            msg = (
-                f"{seq.message if seq.failed_step is not None else 'We did not see every step'}"
-                f" (step {k + 1} of {n}). Start again and do each action as soon as it is shown."
-            )
-            code = (
-                ReasonCode.CHALLENGE_OUT_OF_TIME
-                if seq.mistimed
-                else ReasonCode.CHALLENGE_NOT_COMPLETED
-            )
+            phrase = ACTION_PHRASES[kind]
+            said = seq.message if seq.failed_step is not None else f"We did not see you {phrase}"
+            msg = f"{said} (step {k + 1} of {n}). Start again and do each action as it is shown."
+            code = ReasonCode.CHALLENGE_NOT_COMPLETED
+            if seq.mistimed:
+                code = ReasonCode.CHALLENGE_OUT_OF_TIME
             out.reasons.append(Reason.of(code, detail=f"step {k + 1}: {kind}", message=msg))
         if seq.too_many_other:
             out.reasons.append(

@@ -23,7 +23,10 @@ from liveness.video import load_video
 CLIP = "videos/talking_head_retalk_2.mp4"
 OTHER = "videos/talking_head_retalk_1.mp4"
 # two recordings of one speaker in one studio, with the same framing (GRID corpus)
-SAME_STUDIO = ("videos-wild/rizkiarm__LipNet__bbaf2n.mpg", "videos-wild/rizkiarm__LipNet__lbax4n.mpg")
+SAME_STUDIO = (
+    "videos-wild/rizkiarm__LipNet__bbaf2n.mpg",
+    "videos-wild/rizkiarm__LipNet__lbax4n.mpg",
+)
 
 
 def reencode(src, dst, scale=0.75):
