@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liveness import InputError, Reference, Verifier
+from liveness.fingerprint import FingerprintIndex
 from liveness.reasons import ReasonCode
 from liveness.sessions import (
     ENV_KEY,
@@ -180,7 +181,10 @@ class RecoveryService:
         self.db_path = str(config.db)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteSessionStore(self.db_path, limits=config.rate_limit)
-        self.gate = ChallengeGate(keyring or load_keyring(config.key_file), self.store)
+        # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy).
+        fingerprints = FingerprintIndex(self.db_path)
+        keys = keyring or load_keyring(config.key_file)
+        self.gate = ChallengeGate(keys, self.store, fingerprints)
         self._init_db()
         if config.keep_evidence is not None:
             Path(config.keep_evidence).mkdir(parents=True, exist_ok=True)
