@@ -6,7 +6,8 @@ For every clip in ``videos/`` and ``videos-wild/`` of the data dir (its first ``
 the fingerprint of the clip is matched against the fingerprints of
 
 * copies: re-encoded (MPEG-4 Part 2 at 3/4 size), trimmed (the first and last second cut
-  off), and the file with bytes appended or its last byte changed (decoded as is);
+  off, clips of 4 s or more), and the file with bytes appended or its last byte changed
+  (decoded as is);
 * every other clip (different recordings; the LipNet clips are one studio and framing).
 
 It prints the overlap of each copy kind (min) and of different clips (max, and the pairs
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
     clips = sorted(
         q for d in ("videos", "videos-wild") for q in (data / d).iterdir() if q.suffix in VIDEO_EXT
     )[: args.limit]
-    prints, copies = {}, {"reencoded": [], "trimmed": [], "appended_bytes": []}
+    prints: dict = {}
+    missed: list[tuple[str, str]] = []
+    copies: dict[str, list[float]] = {"reencoded": [], "trimmed": [], "appended_bytes": []}
     for path in progress(clips, desc="clips"):
         frames, fps = read(path, args.seconds)
         if len(frames) < 10:
@@ -89,8 +92,11 @@ def main(argv=None) -> int:
         fp = content_fingerprint(frames)
         prints[path.name] = fp
         copies["reencoded"].append(match(content_fingerprint(reencode(frames, fps)), fp))
-        trimmed = [(t - 1.0, img) for t, img in frames if 1.0 <= t <= frames[-1][0] - 1.0]
-        copies["trimmed"].append(match(content_fingerprint(trimmed), fp))
+        missed += [("reencoded", path.name)] if copies["reencoded"][-1] < args.threshold else []
+        if frames[-1][0] >= 4.0:  # keep at least 2 s after trimming
+            trimmed = [(t - 1.0, img) for t, img in frames if 1.0 <= t <= frames[-1][0] - 1.0]
+            copies["trimmed"].append(match(content_fingerprint(trimmed), fp))
+            missed += [("trimmed", path.name)] if copies["trimmed"][-1] < args.threshold else []
         # appended or changed trailing bytes decode to the same frames
         copies["appended_bytes"].append(match(content_fingerprint(frames), fp))
     names = list(prints)
@@ -104,6 +110,8 @@ def main(argv=None) -> int:
         "seconds": args.seconds,
         "copies_min_overlap": {k: round(float(min(v)), 3) for k, v in copies.items() if v},
         "copies_median_overlap": {k: round(float(np.median(v)), 3) for k, v in copies.items() if v},
+        "copies_total": {k: len(v) for k, v in copies.items()},
+        "copies_missed": [{"copy": k, "clip": c} for k, c in missed],
         "different_pairs": len(cross),
         "different_max_overlap": round(cross[0][0], 3) if cross else None,
         "different_top": [{"overlap": round(o, 3), "a": a, "b": b} for o, a, b in cross[:5]],

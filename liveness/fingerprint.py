@@ -31,13 +31,20 @@ import cv2
 import numpy as np
 
 
-def frame_hash(image: np.ndarray) -> int:
-    """64-bit perceptual hash of one BGR or grey frame (see the module docstring)."""
+def _small(image: np.ndarray) -> np.ndarray:
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _hash(small: np.ndarray) -> int:
     coeffs = cv2.dct(small)[:8, :8].ravel()[1:]  # 63 coefficients, DC left out
     bits = coeffs > np.median(coeffs)
     return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def frame_hash(image: np.ndarray) -> int:
+    """64-bit perceptual hash of one BGR or grey frame (see the module docstring)."""
+    return _hash(_small(image))
 
 
 @dataclass(frozen=True)
@@ -46,17 +53,29 @@ class Fingerprint:
 
     times: tuple[float, ...]
     hashes: tuple[int, ...]
+    # mean absolute change of the 32x32 grey picture since the previous kept frame (0-255)
+    motion: tuple[float, ...] = ()
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def to_json(self) -> str:
-        return json.dumps({"t": [round(t, 3) for t in self.times], "h": list(self.hashes)})
+        return json.dumps(
+            {
+                "t": [round(t, 3) for t in self.times],
+                "h": list(self.hashes),
+                "m": [round(m, 3) for m in self.motion],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Fingerprint:
         d = json.loads(text)
-        return cls(tuple(float(t) for t in d["t"]), tuple(int(h) for h in d["h"]))
+        return cls(
+            tuple(float(t) for t in d["t"]),
+            tuple(int(h) for h in d["h"]),
+            tuple(float(m) for m in d.get("m", ())),
+        )
 
 
 def content_fingerprint(frames: Iterable, every_s: float = 0.2) -> Fingerprint:
@@ -64,15 +83,20 @@ def content_fingerprint(frames: Iterable, every_s: float = 0.2) -> Fingerprint:
     pairs in time order, one kept about every ``every_s`` seconds."""
     times: list[float] = []
     hashes: list[int] = []
+    motion: list[float] = []
     next_t = -np.inf
+    prev = None
     for f in frames:
         t, image = (f.t, f.image) if hasattr(f, "image") else (float(f[0]), f[1])
         if t + 1e-6 < next_t:
             continue
+        small = _small(image)
         times.append(float(t))
-        hashes.append(frame_hash(image))
+        hashes.append(_hash(small))
+        motion.append(0.0 if prev is None else float(np.abs(small - prev).mean()))
+        prev = small
         next_t = t + every_s
-    return Fingerprint(tuple(times), tuple(hashes))
+    return Fingerprint(tuple(times), tuple(hashes), tuple(motion))
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -91,13 +115,24 @@ def match(
     stored: Fingerprint,
     *,
     max_distance: int = 8,
-    offset_tolerance_s: float = 0.25,
+    offset_tolerance_s: float = 0.1,
+    min_motion_correlation: float = 0.5,
+    min_motion_std: float = 0.5,
 ) -> float:
-    """The share of ``probe`` 's frames found in ``stored`` at one time offset.
+    """The share of ``probe`` 's frames found in ``stored`` at one time offset, counted only
+    when the two also *move* alike there.
 
     Every pair of frames within ``max_distance`` bits votes for its time offset; the offset
     with most votes (frames within ``offset_tolerance_s`` of it) wins, each probe frame
-    counted once.
+    counted once. Two recordings of one still person in one place look alike frame by frame
+    (the LipNet clips of one studio: overlap up to 1.0), so the matched frames' motion
+    (picture change since the previous kept frame) must also correlate at
+    ``min_motion_correlation`` or more: a copy repeats the recording's own movements, a new
+    recording makes new ones. Returns 0 when it does not, and also when the matched frames
+    hardly move (motion standard deviation under ``min_motion_std`` grey levels: two LipNet
+    clips of one still speaker, 0.1-0.15, correlated at 0.5 by chance): a copy of a still
+    recording is then not recognised by its content (its bytes still are, and a face that
+    does not move fails the liveness motion check).
     """
     if not len(probe) or not len(stored):
         return 0.0
@@ -107,11 +142,36 @@ def match(
     pi, si = np.nonzero(dist <= max_distance)
     if not len(pi):
         return 0.0
-    offsets = np.array(probe.times)[pi] - np.array(stored.times)[si]
-    best = 0
-    for off in np.unique(np.round(offsets / offset_tolerance_s) * offset_tolerance_s):
+    pt, st = np.array(probe.times), np.array(stored.times)
+    offsets = pt[pi] - st[si]
+    d = dist[pi, si]
+    # the offset matching most probe frames; among equals (a still scene matches at many
+    # offsets) the one whose frames are closest
+    best, best_off, best_d = 0, 0.0, np.inf
+    for off in np.unique(np.round(offsets, 2)):
         near = np.abs(offsets - off) <= offset_tolerance_s
-        best = max(best, len(np.unique(pi[near])))
+        n = len(np.unique(pi[near]))
+        md = float(d[near].mean())
+        if n > best or (n == best and md < best_d):
+            best, best_off, best_d = n, float(off), md
+    if not probe.motion or not stored.motion:
+        return best / len(probe)
+    near = np.abs(offsets - best_off) <= offset_tolerance_s
+    pairs = {}
+    for i, j in zip(pi[near], si[near], strict=True):
+        if i == 0 or j == 0:
+            continue  # no motion before the first kept frame
+        err = abs(pt[i] - st[j] - best_off)
+        if i not in pairs or err < pairs[i][1]:
+            pairs[i] = (j, err)
+    if len(pairs) < 5:
+        return 0.0
+    pm = np.array([probe.motion[i] for i in pairs])
+    sm = np.array([stored.motion[j] for j, _ in pairs.values()])
+    if pm.std() < min_motion_std or sm.std() < min_motion_std:
+        return 0.0
+    if float(np.corrcoef(pm, sm)[0, 1]) < min_motion_correlation:
+        return 0.0
     return best / len(probe)
 
 
