@@ -75,7 +75,7 @@ class StreamConfig:
       finish inside it).
     * ``max_other``: unrequested actions (blinks excepted) tolerated over the session.
     * ``max_fps``: frames arriving closer together are dropped unanalysed (CPU bound).
-    * ``max_duration_s``, ``max_frame_bytes``, ``max_pixels``: input limits.
+    * ``max_duration_s``, ``max_frames``, ``max_frame_bytes``, ``max_pixels``: input limits.
     """
 
     steps: int = 3
@@ -87,6 +87,9 @@ class StreamConfig:
     max_other: int = 2
     max_fps: float = 15.0
     max_duration_s: float = 60.0
+    # frames kept until finish(): JPEG bytes as received (30-60 kB each at 640x480), arrays
+    # as arrays (0.9 MB each), so this bounds memory too
+    max_frames: int = 600
     max_frame_bytes: int = 2 * 1024 * 1024
     max_pixels: int = 1920 * 1080
     light: LightConfig | None = field(default_factory=LightConfig)
@@ -217,7 +220,7 @@ class LiveSession:
             return []
         t = self._t(now)
         cfg = self.config
-        if t > cfg.max_duration_s:
+        if t > cfg.max_duration_s or len(self._frames) >= cfg.max_frames:
             return self._end("timeout", t, "the session ran past its time limit")
         if self._frames and t - self._frames[-1][0] < 0.9 / cfg.max_fps:
             return self._advance(t)
