@@ -53,8 +53,9 @@ class Fingerprint:
 
     times: tuple[float, ...]
     hashes: tuple[int, ...]
-    # mean absolute change of the 32x32 grey picture since the previous kept frame (0-255)
-    motion: tuple[float, ...] = ()
+    # the 8x8 grey picture (block means, 0-255) per kept frame: its changes from one kept
+    # frame to the next are the recording's movements
+    blocks: tuple[tuple[float, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -64,7 +65,7 @@ class Fingerprint:
             {
                 "t": [round(t, 3) for t in self.times],
                 "h": list(self.hashes),
-                "m": [round(m, 3) for m in self.motion],
+                "b": [[round(v, 1) for v in b] for b in self.blocks],
             }
         )
 
@@ -74,7 +75,7 @@ class Fingerprint:
         return cls(
             tuple(float(t) for t in d["t"]),
             tuple(int(h) for h in d["h"]),
-            tuple(float(m) for m in d.get("m", ())),
+            tuple(tuple(float(v) for v in b) for b in d.get("b", ())),
         )
 
 
@@ -83,9 +84,8 @@ def content_fingerprint(frames: Iterable, every_s: float = 0.2) -> Fingerprint:
     pairs in time order, one kept about every ``every_s`` seconds."""
     times: list[float] = []
     hashes: list[int] = []
-    motion: list[float] = []
+    blocks: list[tuple[float, ...]] = []
     next_t = -np.inf
-    prev = None
     for f in frames:
         t, image = (f.t, f.image) if hasattr(f, "image") else (float(f[0]), f[1])
         if t + 1e-6 < next_t:
@@ -93,10 +93,10 @@ def content_fingerprint(frames: Iterable, every_s: float = 0.2) -> Fingerprint:
         small = _small(image)
         times.append(float(t))
         hashes.append(_hash(small))
-        motion.append(0.0 if prev is None else float(np.abs(small - prev).mean()))
-        prev = small
+        eight = cv2.resize(small, (8, 8), interpolation=cv2.INTER_AREA)
+        blocks.append(tuple(float(v) for v in eight.ravel()))
         next_t = t + every_s
-    return Fingerprint(tuple(times), tuple(hashes), tuple(motion))
+    return Fingerprint(tuple(times), tuple(hashes), tuple(blocks))
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def match(
     max_distance: int = 8,
     offset_tolerance_s: float = 0.1,
     min_motion_correlation: float = 0.5,
-    min_motion_std: float = 0.5,
+    min_motion_std: float = 0.2,
 ) -> float:
     """The share of ``probe`` 's frames found in ``stored`` at one time offset, counted only
     when the two also *move* alike there.
@@ -144,35 +144,44 @@ def match(
         return 0.0
     pt, st = np.array(probe.times), np.array(stored.times)
     offsets = pt[pi] - st[si]
-    d = dist[pi, si]
-    # the offset matching most probe frames; among equals (a still scene matches at many
-    # offsets) the one whose frames are closest
-    best, best_off, best_d = 0, 0.0, np.inf
+    # How many probe frames each offset matches. A still scene matches at many offsets
+    # by appearance alone; the movements then pick the offset (and whether it is a copy).
+    counts = {}
     for off in np.unique(np.round(offsets, 2)):
         near = np.abs(offsets - off) <= offset_tolerance_s
-        n = len(np.unique(pi[near]))
-        md = float(d[near].mean())
-        if n > best or (n == best and md < best_d):
-            best, best_off, best_d = n, float(off), md
-    if not probe.motion or not stored.motion:
-        return best / len(probe)
-    near = np.abs(offsets - best_off) <= offset_tolerance_s
-    pairs = {}
-    for i, j in zip(pi[near], si[near], strict=True):
-        if i == 0 or j == 0:
-            continue  # no motion before the first kept frame
-        err = abs(pt[i] - st[j] - best_off)
-        if i not in pairs or err < pairs[i][1]:
-            pairs[i] = (j, err)
-    if len(pairs) < 5:
-        return 0.0
-    pm = np.array([probe.motion[i] for i in pairs])
-    sm = np.array([stored.motion[j] for j, _ in pairs.values()])
-    if pm.std() < min_motion_std or sm.std() < min_motion_std:
-        return 0.0
-    if float(np.corrcoef(pm, sm)[0, 1]) < min_motion_correlation:
-        return 0.0
+        counts[float(off)] = (len(np.unique(pi[near])), near)
+    top = max(n for n, _ in counts.values())
+    if not probe.blocks or not stored.blocks:
+        return top / len(probe)
+    pb, sb = np.array(probe.blocks), np.array(stored.blocks)
+    best = 0
+    for off, (n, near) in counts.items():
+        if n <= best or n < 0.5 * top:
+            continue
+        if _moves_alike(pb, sb, pt, st, pi[near], si[near], off, min_motion_std) >= (
+            min_motion_correlation
+        ):
+            best = n
     return best / len(probe)
+
+
+def _moves_alike(pb, sb, pt, st, pi, si, off, min_std) -> float:
+    """Correlation of the block changes of matched frames (each probe frame with the stored
+    frame nearest in time at offset ``off``); -1 when too few or too still to tell."""
+    pairs: dict[int, tuple[int, float]] = {}
+    for i, j in zip(pi, si, strict=True):
+        if i == 0 or j == 0:
+            continue  # no movement before the first kept frame
+        err = abs(pt[i] - st[j] - off)
+        if i not in pairs or err < pairs[i][1]:
+            pairs[int(i)] = (int(j), err)
+    if len(pairs) < 5:
+        return -1.0
+    pm = np.concatenate([pb[i] - pb[i - 1] for i in pairs])
+    sm = np.concatenate([sb[j] - sb[j - 1] for j, _ in pairs.values()])
+    if pm.std() < min_std or sm.std() < min_std:
+        return -1.0
+    return float(np.corrcoef(pm, sm)[0, 1])
 
 
 @dataclass(eq=False)
