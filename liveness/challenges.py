@@ -323,9 +323,14 @@ class StepResult:
 class SequenceResult:
     """Outcome of :func:`check_sequence`.
 
-    ``completed``: every step was matched, in order. ``out_of_order``: not completed, yet
-    every requested action occurred (as often as requested) in the window, only in another
-    order. ``failed_step`` / ``failed_kind``: the first step that could not be matched.
+    ``completed``: every step was matched, in order, each inside its own window when step
+    windows were given, and no more than ``max_other`` other actions were seen.
+    ``out_of_order``: not completed, yet every requested action occurred (as often as
+    requested) in the window, only in another order. ``failed_step`` / ``failed_kind``: the
+    first step that could not be matched. ``mistimed``: ``"early"`` or ``"late"`` when that
+    step's action did happen, but before or after its own window. ``other_actions``: events
+    that no step used (blinks not counted: people blink on their own);
+    ``too_many_other``: more of them than ``max_other``.
     """
 
     steps: tuple[StepResult, ...]
@@ -333,15 +338,24 @@ class SequenceResult:
     out_of_order: bool
     failed_step: int | None
     failed_kind: str | None
+    mistimed: str | None = None
+    other_actions: int = 0
+    too_many_other: bool = False
 
     @property
     def message(self) -> str | None:
         """A sentence for the user about the first failed step, or ``None`` if completed."""
         if self.completed:
             return None
+        phrase = ACTION_PHRASES.get(self.failed_kind or "", str(self.failed_kind))
+        if self.mistimed == "early":
+            return f"You started to {phrase} before you were asked to"
+        if self.mistimed == "late":
+            return f"You did {phrase} too long after you were asked to"
         if self.out_of_order:
             return "We saw the actions, but not in the order asked"
-        phrase = ACTION_PHRASES.get(self.failed_kind or "", str(self.failed_kind))
+        if self.failed_step is None and self.too_many_other:
+            return "We saw many movements that were not asked for"
         return f"We did not see you {phrase}"
 
 
@@ -351,6 +365,8 @@ def check_sequence(
     *,
     window: tuple[float, float] | None = None,
     min_confidence: float = 0.5,
+    windows: Sequence[tuple[float, float]] | None = None,
+    max_other: int | None = None,
 ) -> SequenceResult:
     """Match the ``requested`` action kinds, in order, against detected ``events``.
 
@@ -359,9 +375,20 @@ def check_sequence(
     returning, counts), lies inside ``window`` (``start >= window[0]`` and
     ``end <= window[1]``, seconds) and has ``confidence >= min_confidence``. Taking the
     earliest match never loses a later step, so a sequence is found whenever one exists.
-    Other actions in between are allowed.
+
+    Timed steps: with ``windows`` (one ``(lo, hi)`` per step, seconds on the events' clock)
+    a step's event must also *start* within ``lo <= start <= hi``: the prompt's time plus
+    the shortest and the longest human reaction. An action done before its prompt (a
+    pre-recorded clip) or long after it does not count, and ``mistimed`` says which.
+
+    Strict matching: with ``max_other``, more than that many events that no step used
+    (blinks excepted) fail the sequence: a recording that does every action in a row finds
+    any requested sequence inside it, and is refused this way. Without ``windows`` and
+    ``max_other`` other actions in between are allowed, as before.
     """
     kinds = [str(Action(k).value) for k in requested]  # raises ValueError on unknown kinds
+    if windows is not None and len(windows) != len(kinds):
+        raise ValueError(f"{len(windows)} windows for {len(kinds)} steps")
     lo, hi = window if window is not None else (-math.inf, math.inf)
     usable = sorted(
         (e for e in events if e.confidence >= min_confidence and e.start >= lo and e.end <= hi),
@@ -370,22 +397,33 @@ def check_sequence(
     steps: list[StepResult] = []
     after = -math.inf
     failed: int | None = None
+    mistimed: str | None = None
     for i, kind in enumerate(kinds):
         match = None
         if failed is None:
-            match = next((e for e in usable if e.kind == kind and e.start > after), None)
+            w_lo, w_hi = windows[i] if windows is not None else (-math.inf, math.inf)
+            candidates = [e for e in usable if e.kind == kind and e.start > after]
+            match = next((e for e in candidates if w_lo <= e.start <= w_hi), None)
             if match is None:
                 failed = i
+                if candidates:
+                    mistimed = "early" if candidates[0].start < w_lo else "late"
             else:
                 after = match.peak
         steps.append(StepResult(kind, match))
-    completed = failed is None
+    used = {id(st.event) for st in steps if st.event is not None}
+    other = sum(1 for e in usable if id(e) not in used and e.kind != "blink")
+    too_many = max_other is not None and other > max_other
+    completed = failed is None and not too_many
     have = Counter(e.kind for e in usable)
     present = all(have[k] >= c for k, c in Counter(kinds).items())
     return SequenceResult(
         steps=tuple(steps),
         completed=completed,
-        out_of_order=not completed and present,
+        out_of_order=failed is not None and mistimed is None and present,
         failed_step=failed,
         failed_kind=None if failed is None else kinds[failed],
+        mistimed=mistimed,
+        other_actions=other,
+        too_many_other=too_many,
     )

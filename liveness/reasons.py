@@ -62,6 +62,9 @@ class ReasonCode(str, Enum):
     TOKEN_INVALID = "TOKEN_INVALID"
     VIDEO_REUSED = "VIDEO_REUSED"
     RATE_LIMITED = "RATE_LIMITED"
+    CHALLENGE_OUT_OF_TIME = "CHALLENGE_OUT_OF_TIME"
+    CHALLENGE_EXTRA_ACTIONS = "CHALLENGE_EXTRA_ACTIONS"
+    SCREEN_LIGHT_NOT_REFLECTED = "SCREEN_LIGHT_NOT_REFLECTED"
 
 
 MESSAGES: dict[ReasonCode, str] = {
@@ -108,6 +111,13 @@ MESSAGES: dict[ReasonCode, str] = {
     ReasonCode.VIDEO_REUSED: "This recording was already submitted. Record a new video.",
     ReasonCode.RATE_LIMITED: "Too many attempts in a short time. Wait a few minutes before "
     "trying again.",
+    ReasonCode.CHALLENGE_OUT_OF_TIME: "An action was done before it was asked for, or too long "
+    "after. Start again and do each action as soon as it is shown, not before.",
+    ReasonCode.CHALLENGE_EXTRA_ACTIONS: "The recording is full of movements that were not "
+    "asked for. Start again, keep still between the instructions and do only what is shown.",
+    ReasonCode.SCREEN_LIGHT_NOT_REFLECTED: "Your face did not take on the colours the screen "
+    "showed. Turn the screen brightness up, hold the device about 30 cm from your face and "
+    "keep your face in view while the colours flash.",
 }
 
 

@@ -31,6 +31,12 @@ without ``=`` padding. The payload holds ``v`` (1), ``kid``, ``sid`` (session id
 ``account`` (or null), ``actions``, ``iat`` and ``exp`` (UTC epoch seconds). The payload is
 signed, not encrypted: the client may read its own actions, which it has to show anyway.
 
+Version 2 (timed steps, ``issue_challenge(..., timed=True)``) adds ``win``: for each action
+``[lo, hi]``, the seconds after the start of the recording within which that action must
+*start* (the page shows step ``i`` at ``lo - min_reaction``; see :class:`StepTiming`). The
+verifier then also fails a recording whose actions happen at other times, or that is full
+of actions nobody asked for. Version 1 tokens (no ``win``) are still accepted.
+
 This module uses the standard library only (and :mod:`liveness.actions`,
 :mod:`liveness.errors`); the stores live in :mod:`liveness.stores` and are re-exported here.
 """
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -73,6 +80,8 @@ __all__ = [
     "SESSION_EXPIRED",
     "TOKEN_INVALID",
     "TOKEN_VERSION",
+    "TIMED_TOKEN_VERSION",
+    "StepTiming",
     "VIDEO_REUSED",
     "Action",
     "ChallengeClaims",
@@ -457,6 +466,8 @@ def check_key_file_permissions(path: str | os.PathLike[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 TOKEN_VERSION = 1
+TIMED_TOKEN_VERSION = 2
+MAX_WINDOW_S = 600.0
 # Far above a real token (about 400 characters), low enough that garbage is refused before
 # any decoding work.
 MAX_TOKEN_CHARS = 4096
@@ -479,6 +490,9 @@ class ChallengeClaims:
     expires_at: int
     kid: str
     version: int = TOKEN_VERSION
+    # Version 2: per action, (lo, hi) seconds after the recording starts within which the
+    # action must start; None for version 1 tokens (only the order is checked).
+    windows: tuple[tuple[float, float], ...] | None = None
 
     @property
     def instructions(self) -> list[str]:
@@ -486,7 +500,7 @@ class ChallengeClaims:
         return [INSTRUCTIONS[Action(a)] for a in self.actions]
 
     def to_payload(self) -> dict:
-        return {
+        p = {
             "v": self.version,
             "kid": self.kid,
             "sid": self.session_id,
@@ -496,15 +510,21 @@ class ChallengeClaims:
             "iat": self.issued_at,
             "exp": self.expires_at,
         }
+        if self.windows is not None:
+            p["win"] = [[lo, hi] for lo, hi in self.windows]
+        return p
 
     @classmethod
     def from_payload(cls, p: object) -> ChallengeClaims:
         """Strictly validated claims from a decoded payload; :class:`TokenInvalidError` for
         anything unexpected (extra or missing fields, wrong types, unknown actions)."""
-        if not isinstance(p, dict) or set(p) != _PAYLOAD_KEYS:
+        if not isinstance(p, dict) or "v" not in p:
             raise TokenInvalidError(detail="payload fields")
-        if p["v"] != TOKEN_VERSION or type(p["v"]) is not int:
+        if type(p["v"]) is not int or p["v"] not in (TOKEN_VERSION, TIMED_TOKEN_VERSION):
             raise TokenInvalidError(detail=f"unsupported version {p['v']!r}")
+        timed = p["v"] == TIMED_TOKEN_VERSION
+        if set(p) != (_PAYLOAD_KEYS | {"win"} if timed else _PAYLOAD_KEYS):
+            raise TokenInvalidError(detail="payload fields")
         for name in ("kid", "sid", "nonce"):
             if not isinstance(p[name], str) or not p[name]:
                 raise TokenInvalidError(detail=f"bad {name}")
@@ -521,6 +541,7 @@ class ChallengeClaims:
         # bool is an int subclass; a token with "iat": true is not ours.
         if type(p["iat"]) is not int or type(p["exp"]) is not int or p["exp"] <= p["iat"]:
             raise TokenInvalidError(detail="bad times")
+        windows = _windows(p["win"], len(actions)) if timed else None
         return cls(
             session_id=p["sid"],
             nonce=p["nonce"],
@@ -530,6 +551,52 @@ class ChallengeClaims:
             expires_at=p["exp"],
             kid=p["kid"],
             version=p["v"],
+            windows=windows,
+        )
+
+
+def _windows(raw: object, steps: int) -> tuple[tuple[float, float], ...]:
+    """Validated step windows: one ``[lo, hi]`` per action, ``0 <= lo < hi <= 600``, in
+    order (each starts no earlier than the previous one)."""
+    if not isinstance(raw, list) or len(raw) != steps:
+        raise TokenInvalidError(detail="bad windows")
+    out: list[tuple[float, float]] = []
+    for w in raw:
+        if (
+            not isinstance(w, list)
+            or len(w) != 2
+            or not all(type(x) in (int, float) and math.isfinite(x) for x in w)
+            or not 0 <= w[0] < w[1] <= MAX_WINDOW_S
+            or (out and w[0] < out[-1][0])
+        ):
+            raise TokenInvalidError(detail="bad windows")
+        out.append((float(w[0]), float(w[1])))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """When a timed challenge's steps happen, in seconds after the recording starts.
+
+    The page shows "get ready" for ``lead_s``, then step ``i`` at ``lead_s + i * step_s``
+    for ``step_s`` seconds. Its action must start between ``min_reaction_s`` and
+    ``max_reaction_s`` after the step is shown: 0.2 s is about the fastest simple visual
+    reaction, and 3 s leaves time to read the instruction (the same figures as the live
+    session, :class:`liveness.stream.StreamConfig`).
+    """
+
+    lead_s: float = 3.0
+    step_s: float = 4.0
+    min_reaction_s: float = 0.2
+    max_reaction_s: float = 3.0
+
+    def windows(self, steps: int) -> tuple[tuple[float, float], ...]:
+        return tuple(
+            (
+                round(self.lead_s + i * self.step_s + self.min_reaction_s, 3),
+                round(self.lead_s + i * self.step_s + self.max_reaction_s, 3),
+            )
+            for i in range(steps)
         )
 
 
@@ -602,10 +669,11 @@ class IssuedChallenge:
     instructions: list[str]
     issued_at: int
     expires_at: int
+    windows: list[list[float]] | None = None  # timed tokens: per step [lo, hi] seconds
 
     def to_dict(self) -> dict:
         """JSON-ready form for an API response."""
-        return {
+        d = {
             "token": self.token,
             "session_id": self.session_id,
             "actions": list(self.actions),
@@ -613,6 +681,9 @@ class IssuedChallenge:
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
         }
+        if self.windows is not None:
+            d["windows"] = [list(w) for w in self.windows]
+        return d
 
 
 def draw_actions(count: int = 3, exclude: Iterable[str | Action] = ()) -> list[Action]:
@@ -650,8 +721,12 @@ def issue_challenge(
     ttl: int = 120,
     exclude: Iterable[str | Action] = (),
     now: float | None = None,
+    timed: bool | StepTiming = False,
 ) -> IssuedChallenge:
     """Draw a challenge, record its session in ``store`` and return the signed token.
+
+    ``timed`` (True or a :class:`StepTiming`) issues a version 2 token whose steps each have
+    a time window after the start of the recording (``IssuedChallenge.windows``).
 
     ``account`` binds the token to an account (needed for rate limiting; tokens without one
     are not rate limited). An account blocked after too many failed attempts gets no new
@@ -678,6 +753,11 @@ def issue_challenge(
         expires_at=iat + ttl,
         kid=keyring.current,
     )
+    if timed:
+        timing = timed if isinstance(timed, StepTiming) else StepTiming()
+        claims = dataclasses.replace(
+            claims, version=TIMED_TOKEN_VERSION, windows=timing.windows(len(seq))
+        )
     token = encode_token(keyring, claims)
     store.record_issued(claims)
     return IssuedChallenge(
@@ -687,6 +767,7 @@ def issue_challenge(
         instructions=claims.instructions,
         issued_at=claims.issued_at,
         expires_at=claims.expires_at,
+        windows=None if claims.windows is None else [list(w) for w in claims.windows],
     )
 
 
@@ -763,14 +844,35 @@ class ChallengeGate:
 
     keyring: Keyring
     store: SessionStore
+    # A liveness.fingerprint.FingerprintIndex: judge video reuse on the decoded frames too,
+    # so that a re-encoded, trimmed or byte-changed copy is refused as VIDEO_REUSED.
+    fingerprints: object | None = None
 
     def issue(self, **kwargs) -> IssuedChallenge:
         """:func:`issue_challenge` with this gate's keyring and store."""
         return issue_challenge(self.keyring, self.store, **kwargs)
 
-    def begin(self, token: str, video_digest: str, now: float | None = None) -> ChallengeClaims:
-        """:func:`begin_verification` with this gate's keyring and store."""
-        return begin_verification(self.keyring, self.store, token, video_digest, now)
+    def begin(
+        self,
+        token: str,
+        video_digest: str,
+        now: float | None = None,
+        *,
+        content: Iterable | None = None,
+    ) -> ChallengeClaims:
+        """:func:`begin_verification` with this gate's keyring and store; then, with
+        ``fingerprints`` and the decoded frames as ``content``, the content check: a video
+        whose frames were seen before raises :class:`VideoReusedError` (the session is
+        consumed and the failure counted, as for a repeated digest)."""
+        now = time.time() if now is None else now
+        claims = begin_verification(self.keyring, self.store, token, video_digest, now)
+        if content is not None and self.fingerprints is not None:
+            fp = self.fingerprints.fingerprint(content)
+            if not self.fingerprints.check_and_add(fp, now):
+                if claims.account is not None:
+                    self.store.record_failure(claims.account, now)
+                raise VideoReusedError(detail="content fingerprint seen before")
+        return claims
 
     def record_failure(self, claims: ChallengeClaims, now: float | None = None) -> None:
         """Count a rejected attempt against the token's account (no-op without one)."""

@@ -295,7 +295,7 @@ class Verifier:
             raise
         if challenge is not None:
             try:
-                claims = self.challenges.begin(challenge, video.sha256, now)
+                claims = self.challenges.begin(challenge, video.sha256, now, content=video.frames)
             except SessionError as exc:
                 stream.abort()
                 return self._session_refused(exc, timings, clock)
@@ -320,7 +320,15 @@ class Verifier:
         self, claims: ChallengeClaims, events: list[ActionEvent], video: Video, out: _Evidence
     ) -> None:
         """Find the session's actions, in order, inside the recording."""
-        seq = check_sequence(events, claims.actions, window=(0.0, video.duration_s + 0.5))
+        # Timed tokens (v2): each step in its window after the recording starts, and few
+        # unrequested actions (a clip doing every action in a row finds any sequence).
+        seq = check_sequence(
+            events,
+            claims.actions,
+            window=(0.0, video.duration_s + 0.5),
+            windows=claims.windows,
+            max_other=None if claims.windows is None else 2,
+        )
         out.challenge_ok = seq.completed
         out.liveness.challenge = {
             "session_id": claims.session_id,
@@ -343,6 +351,11 @@ class Verifier:
         }
         if seq.completed:
             return
+        if seq.too_many_other:
+            detail = f"{seq.other_actions} actions not asked for"
+            out.reasons.append(Reason.of(ReasonCode.CHALLENGE_EXTRA_ACTIONS, detail=detail))
+        if seq.failed_step is None:
+            return
         if seq.out_of_order:
             out.reasons.append(Reason.of(ReasonCode.CHALLENGE_OUT_OF_ORDER))
         else:
@@ -350,9 +363,10 @@ class Verifier:
                 f"{seq.message} (step {seq.failed_step + 1} of {len(claims.actions)}). "
                 "Try again with a new set of instructions and do each one clearly."
             )
-            out.reasons.append(
-                Reason.of(ReasonCode.CHALLENGE_NOT_COMPLETED, detail=seq.failed_kind, message=msg)
-            )
+            code = ReasonCode.CHALLENGE_NOT_COMPLETED
+            if seq.mistimed:
+                code = ReasonCode.CHALLENGE_OUT_OF_TIME
+            out.reasons.append(Reason.of(code, detail=seq.failed_kind, message=msg))
 
     def _motion_gate(self, video: Video, out: _Evidence) -> None:
         """A face that never blinks or moves its features over several seconds is more
@@ -648,4 +662,3 @@ def _quality_summary(
         "median_brightness": float(np.median([v.brightness for v in vals])),
         "median_sharpness": float(np.median([v.sharpness for v in vals])),
     }
-

@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from liveness import InputError, Reference, Verifier
 from liveness.audit import AuditLog, load_audit_key
+from liveness.fingerprint import FingerprintIndex
 from liveness.reasons import ReasonCode
 from liveness.sessions import (
     ENV_KEY,
@@ -232,13 +233,17 @@ class RecoveryService:
                 head_file=f"{self.db_path}.audit-head",
                 busy_timeout=config.db_busy_timeout,
             )
+            # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy).
+            fingerprints = FingerprintIndex(self.db_path)
             self._init_db()
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
             private_file(self.db_path + suffix)
         self.purger = PurgeSchedule(self.store, config.purge_every).start()
-        self.gate = ChallengeGate(keyring or load_keyring(config.key_file), self.store)
+        self.gate = ChallengeGate(
+            keyring or load_keyring(config.key_file), self.store, fingerprints
+        )
         self.spool = private_dir(config.spool_dir or Path(self.db_path).parent / "spool")
         self.limiter = ClientLimiter(config.client_limits)
         self._clean_spool()
@@ -1077,4 +1082,7 @@ def create_app(
         )
         return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
 
+    from .live import register_live  # the live check over a WebSocket (live.py)
+
+    register_live(app)
     return app

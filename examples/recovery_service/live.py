@@ -1,0 +1,196 @@
+"""The live check over a WebSocket: the page streams camera frames, the server paces it.
+
+``register_live(app)`` adds, to the app made by :func:`~examples.recovery_service.app.create_app`:
+
+* ``GET /live``: the streaming capture page (``static/live.html``);
+* ``WS /recoveries/{recovery_id}/live``: one live session (:class:`liveness.stream.LiveSession`).
+
+The protocol, in order:
+
+1. client -> ``{"token": ..., "mirrored": false}`` (the token from ``POST /recoveries``; in a
+   message, not in the URL, so it does not land in access logs). The server checks it as for
+   an upload (signature, expiry, this recovery, rate limit), marks the recovery as used (one
+   try per token, even when two connections race) and answers ``{"type": "ready"}``, or
+   ``{"type": "result", ...}`` with the refusal and closes.
+2. client -> binary messages, each one JPEG frame (about 10 per second, at most 2 MB each);
+   server -> JSON messages as the session goes: ``light`` (fill the screen with ``rgb``, or
+   stop when it is null), ``prompt`` (show ``instruction``), ``seen``, ``end``.
+3. server -> ``{"type": "result", "decision", "headline", "reasons": [...]}`` (what the upload
+   path shows), then closes. The audit log gets a ``decision`` entry with ``live: true``, the
+   prompt schedule and the response times.
+
+A client that sends nothing for ``IDLE_S`` seconds, or text where a frame should be, ends its
+session (the recovery is then failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from liveness.sessions import RateLimitedError, SessionError, TokenInvalidError, verify_token
+from liveness.stream import LiveSession, StreamConfig, StreamInputError
+
+from .app import HEADLINES, STATIC_DIR, RecoveryService, ServiceError, public_result
+
+log = logging.getLogger("recovery_service.live")
+
+IDLE_S = 5.0
+FIRST_MESSAGE_S = 10.0
+
+
+def register_live(app: FastAPI) -> None:
+    """Add the live page and the WebSocket endpoint to ``app``."""
+
+    @app.get("/live", include_in_schema=False)
+    def live_page():
+        return FileResponse(STATIC_DIR / "live.html", media_type="text/html")
+
+    @app.websocket("/recoveries/{recovery_id}/live")
+    async def live(ws: WebSocket, recovery_id: str):
+        await ws.accept()
+        service: RecoveryService = ws.app.state.service
+        try:
+            await _run(ws, service, recovery_id)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+def _refusal(code: str, message: str) -> dict:
+    return {
+        "type": "result",
+        "decision": "reject",
+        "accepted": False,
+        "headline": HEADLINES["reject"],
+        "reasons": [{"code": code, "message": message, "severity": "reject"}],
+    }
+
+
+def _used() -> dict:
+    return _refusal(
+        "SESSION_ALREADY_USED",
+        "This recording session has already been used. Start a new recovery attempt.",
+    )
+
+
+def _claim(service: RecoveryService, recovery_id: str, token: str):
+    """The checks of an upload, then the recovery marked as in progress (once)."""
+    try:
+        account, _actions, _exp, status, _out = service._recovery(recovery_id)
+    except ServiceError as exc:
+        return None, _refusal(exc.code, exc.message)
+    now = time.time()
+    try:
+        service.store.check_rate_limit(account, now)
+        claims = verify_token(service.gate.keyring, token, now=now)
+        if claims.session_id != recovery_id or claims.account != account:
+            raise TokenInvalidError(detail="token is for another recovery")
+        if status != "waiting":
+            service.store.record_failure(account, now)
+            return None, _used()
+        service.store.consume(claims.session_id, now)
+    except (SessionError, RateLimitedError) as exc:
+        service.audit(
+            "live_refused", account=account, recovery_id=recovery_id, reason_codes=[exc.code]
+        )
+        return None, _refusal(exc.code, exc.message)
+    with service._db(write=True) as c:
+        claimed = c.execute(
+            "UPDATE recoveries SET status = 'processing' WHERE id = ? AND status = 'waiting'",
+            (recovery_id,),
+        ).rowcount
+    if not claimed:
+        return None, _used()
+    return (account, claims), None
+
+
+def _finish(service: RecoveryService, session: LiveSession):
+    with service._slots:  # the full analysis: as many at once as uploads
+        return session.finish()
+
+
+async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str) -> None:
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.receive_text(), FIRST_MESSAGE_S))
+        token = hello["token"]
+        mirrored = bool(hello.get("mirrored", False))
+        if not isinstance(token, str):
+            raise TypeError
+    except (asyncio.TimeoutError, ValueError, KeyError, TypeError):
+        await ws.send_json(_refusal("TOKEN_INVALID", "Start the check from the official page."))
+        return
+    claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token)
+    if refusal is not None:
+        await ws.send_json(refusal)
+        return
+    account, claims = claimed
+    session = LiveSession(
+        service.verifier,
+        service.reference(account),
+        config=StreamConfig(steps=service.config.actions),
+        mirrored=mirrored,
+    )
+    try:
+        await ws.send_json({"type": "ready", "steps": len(session.steps)})
+        for m in session.start():
+            await ws.send_json(m.to_dict())
+        while not session.done:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), IDLE_S)
+            except asyncio.TimeoutError:
+                break
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("bytes")
+            if data is None:
+                break
+            now = time.monotonic()
+            try:
+                out = await run_in_threadpool(session.push, data, now)
+            except StreamInputError as exc:
+                log.info("recovery %s: bad frame (%s)", recovery_id, exc)
+                break
+            for m in out:
+                await ws.send_json(m.to_dict())
+        result = await run_in_threadpool(_finish, service, session)
+    finally:
+        session.close()
+    body = public_result(recovery_id, result)
+    await run_in_threadpool(service._finish, recovery_id, "done", body)
+    if result.decision == "reject":
+        service.store.record_failure(account, time.time())
+    schedule = (result.liveness.challenge or {}) | {}
+    schedule.pop("sequence", None)
+    service.audit(
+        "decision",
+        account=account,
+        recovery_id=recovery_id,
+        live=True,
+        decision=result.decision,
+        score=round(float(result.score), 4),
+        reason_codes=result.reason_codes,
+        actions=[s.action for s in session.steps],
+        schedule={k: schedule.get(k) for k in ("outcome", "failure", "light", "steps")},
+        screen_light={
+            k: v for k, v in (schedule.get("screen_light") or {}).items() if k != "sequence"
+        },
+        mirrored=mirrored,
+        models={name: m.sha256 for name, m in result.models.items()},
+    )
+    log.info(
+        "recovery %s live decision=%s reasons=%s",
+        recovery_id,
+        result.decision,
+        ",".join(result.reason_codes) or "-",
+    )
+    await ws.send_json({"type": "result"} | body)

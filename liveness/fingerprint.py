@@ -1,0 +1,274 @@
+"""Video reuse judged on content: a fingerprint of the decoded frames, not of the file bytes.
+
+A changed trailing byte, a re-encode, a trim or bytes appended to the file make a new
+SHA-256 but leave the pictures as they were. :func:`content_fingerprint` keeps, for frames
+about every ``every_s`` seconds, a 64-bit perceptual hash (:func:`frame_hash`: the signs of
+the lowest 8x8 DCT coefficients of the 32x32 grey frame against their median, the DC term
+left out) and the frame's time. :func:`match` says how much of one recording is found in
+another *in step*: frames whose hashes differ by at most ``max_distance`` bits, at one
+consistent time offset (a trimmed copy keeps its offset; an unrelated clip only matches by
+chance, frame by frame, at scattered offsets).
+
+:class:`FingerprintIndex` remembers fingerprints (in memory or in a SQLite file beside the
+session store) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
+
+Thresholds (measured with ``python -m benchmarks.fingerprint``, benchmarks/README.md section
+"Video reuse"): a re-encoded, trimmed or byte-changed copy matches 0.9-1.0 of its frames;
+different recordings, including different clips of one speaker in one studio (LipNet/GRID),
+match at most 0.3. ``min_overlap`` 0.6 sits between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+def _small(image: np.ndarray) -> np.ndarray:
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _hash(small: np.ndarray) -> int:
+    coeffs = cv2.dct(small)[:8, :8].ravel()[1:]  # 63 coefficients, DC left out
+    bits = coeffs > np.median(coeffs)
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def frame_hash(image: np.ndarray) -> int:
+    """64-bit perceptual hash of one BGR or grey frame (see the module docstring)."""
+    return _hash(_small(image))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Frame hashes and their times (seconds from the recording's first analysed frame)."""
+
+    times: tuple[float, ...]
+    hashes: tuple[int, ...]
+    # the 8x8 grey picture (block means, 0-255) per kept frame: its changes from one kept
+    # frame to the next are the recording's movements
+    blocks: tuple[tuple[float, ...], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "t": [round(t, 3) for t in self.times],
+                "h": list(self.hashes),
+                "b": [[round(v, 1) for v in b] for b in self.blocks],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Fingerprint:
+        d = json.loads(text)
+        return cls(
+            tuple(float(t) for t in d["t"]),
+            tuple(int(h) for h in d["h"]),
+            tuple(tuple(float(v) for v in b) for b in d.get("b", ())),
+        )
+
+
+def content_fingerprint(frames: Iterable, every_s: float = 0.2) -> Fingerprint:
+    """The fingerprint of ``frames``: :class:`~liveness.video.Frame` s or ``(t, image)``
+    pairs in time order, one kept about every ``every_s`` seconds."""
+    times: list[float] = []
+    hashes: list[int] = []
+    blocks: list[tuple[float, ...]] = []
+    next_t = -np.inf
+    for f in frames:
+        t, image = (f.t, f.image) if hasattr(f, "image") else (float(f[0]), f[1])
+        if t + 1e-6 < next_t:
+            continue
+        small = _small(image)
+        times.append(float(t))
+        hashes.append(_hash(small))
+        eight = cv2.resize(small, (8, 8), interpolation=cv2.INTER_AREA)
+        blocks.append(tuple(float(v) for v in eight.ravel()))
+        next_t = t + every_s
+    return Fingerprint(tuple(times), tuple(hashes), tuple(blocks))
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64)
+    out = np.zeros(x.shape, np.int64)
+    for shift in range(0, 64, 8):
+        out += _BYTE_BITS[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.int64)]
+    return out
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
+def match(
+    probe: Fingerprint,
+    stored: Fingerprint,
+    *,
+    max_distance: int = 8,
+    offset_tolerance_s: float = 0.1,
+    min_motion_correlation: float = 0.5,
+    min_motion_std: float = 0.2,
+) -> float:
+    """The share of ``probe`` 's frames found in ``stored`` at one time offset, counted only
+    when the two also *move* alike there.
+
+    Every pair of frames within ``max_distance`` bits votes for its time offset; the offset
+    with most votes (frames within ``offset_tolerance_s`` of it) wins, each probe frame
+    counted once. Two recordings of one still person in one place look alike frame by frame
+    (the LipNet clips of one studio: overlap up to 1.0), so the matched frames' motion
+    (picture change since the previous kept frame) must also correlate at
+    ``min_motion_correlation`` or more: a copy repeats the recording's own movements, a new
+    recording makes new ones. Returns 0 when it does not, and also when the matched frames
+    hardly move (motion standard deviation under ``min_motion_std`` grey levels: two LipNet
+    clips of one still speaker, 0.1-0.15, correlated at 0.5 by chance): a copy of a still
+    recording is then not recognised by its content (its bytes still are, and a face that
+    does not move fails the liveness motion check).
+    """
+    if not len(probe) or not len(stored):
+        return 0.0
+    a = np.array(probe.hashes, np.uint64)
+    b = np.array(stored.hashes, np.uint64)
+    dist = _popcount(a[:, None] ^ b[None, :])
+    pi, si = np.nonzero(dist <= max_distance)
+    if not len(pi):
+        return 0.0
+    pt, st = np.array(probe.times), np.array(stored.times)
+    offsets = pt[pi] - st[si]
+    # How many probe frames each offset matches. A still scene matches at many offsets
+    # by appearance alone; the movements then pick the offset (and whether it is a copy).
+    counts = {}
+    for off in np.unique(np.round(offsets, 2)):
+        near = np.abs(offsets - off) <= offset_tolerance_s
+        counts[float(off)] = (len(np.unique(pi[near])), near)
+    top = max(n for n, _ in counts.values())
+    if not probe.blocks or not stored.blocks:
+        return top / len(probe)
+    pb, sb = np.array(probe.blocks), np.array(stored.blocks)
+    best = 0
+    for off, (n, near) in counts.items():
+        if n <= best or n < 0.5 * top:
+            continue
+        if _moves_alike(pb, sb, pt, st, pi[near], si[near], off, min_motion_std) >= (
+            min_motion_correlation
+        ):
+            best = n
+    return best / len(probe)
+
+
+def _moves_alike(pb, sb, pt, st, pi, si, off, min_std) -> float:
+    """Correlation of the block changes of matched frames (each probe frame with the stored
+    frame nearest in time at offset ``off``); -1 when too few or too still to tell."""
+    pairs: dict[int, tuple[int, float]] = {}
+    for i, j in zip(pi, si, strict=True):
+        if i == 0 or j == 0:
+            continue  # no movement before the first kept frame
+        err = abs(pt[i] - st[j] - off)
+        if i not in pairs or err < pairs[i][1]:
+            pairs[int(i)] = (int(j), err)
+    if len(pairs) < 5:
+        return -1.0
+    pm = np.concatenate([pb[i] - pb[i - 1] for i in pairs])
+    sm = np.concatenate([sb[j] - sb[j - 1] for j, _ in pairs.values()])
+    if pm.std() < min_std or sm.std() < min_std:
+        return -1.0
+    return float(np.corrcoef(pm, sm)[0, 1])
+
+
+@dataclass(eq=False)
+class FingerprintIndex:
+    """Fingerprints of recordings already submitted, in memory or in a SQLite file.
+
+    ``path=None`` keeps them in memory (tests, one process). ``check_and_add`` is atomic
+    within a process (one lock) and, with a file, across processes (``BEGIN IMMEDIATE``).
+    ``retention`` seconds after which a fingerprint is forgotten (as the byte digests).
+    Work per check grows with the number kept: a linear scan, fine for one service's month
+    of recoveries (thousands), not for millions.
+    """
+
+    path: str | os.PathLike | None = None
+    min_overlap: float = 0.6
+    max_distance: int = 8
+    retention: float = 30 * 24 * 3600.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _memory: list[tuple[float, Fingerprint]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            with self._connect() as c:
+                c.execute(
+                    "CREATE TABLE IF NOT EXISTS video_fingerprints ("
+                    "id INTEGER PRIMARY KEY AUTOINCREMENT, seen_at REAL NOT NULL, "
+                    "fingerprint TEXT NOT NULL)"
+                )
+
+    def fingerprint(self, frames: Iterable) -> Fingerprint:
+        """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
+        return content_fingerprint(frames)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(os.fspath(self.path), timeout=10.0)
+
+    def find(self, fp: Fingerprint, now: float) -> float:
+        """The best overlap of ``fp`` with a kept fingerprint (0 when none)."""
+        best = 0.0
+        for _, old in self._kept(now):
+            best = max(best, match(fp, old, max_distance=self.max_distance))
+        return best
+
+    def _kept(self, now: float) -> Sequence[tuple[float, Fingerprint]]:
+        since = now - self.retention
+        if self.path is None:
+            return [x for x in self._memory if x[0] >= since]
+        with self._connect() as c:
+            rows = c.execute(
+                "SELECT seen_at, fingerprint FROM video_fingerprints WHERE seen_at >= ?", (since,)
+            ).fetchall()
+        return [(t, Fingerprint.from_json(text)) for t, text in rows]
+
+    def check_and_add(self, fp: Fingerprint, now: float) -> bool:
+        """Remember ``fp``; False (and nothing added) if a kept recording holds at least
+        ``min_overlap`` of it."""
+        if not len(fp):
+            return True
+        with self._lock:
+            if self.path is None:
+                if self.find(fp, now) >= self.min_overlap:
+                    return False
+                self._memory.append((now, fp))
+                return True
+            conn = self._connect()
+            try:
+                conn.isolation_level = None
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = conn.execute(
+                        "SELECT fingerprint FROM video_fingerprints WHERE seen_at >= ?",
+                        (now - self.retention,),
+                    ).fetchall()
+                    for (text,) in rows:
+                        old = Fingerprint.from_json(text)
+                        if match(fp, old, max_distance=self.max_distance) >= self.min_overlap:
+                            conn.execute("ROLLBACK")
+                            return False
+                    conn.execute(
+                        "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
+                        (now, fp.to_json()),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.close()
+            return True

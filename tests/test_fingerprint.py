@@ -1,0 +1,123 @@
+"""Video reuse judged on content: byte-changed, re-encoded and trimmed copies are refused."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import cv2
+import pytest
+
+from liveness import Verifier
+from liveness.fingerprint import FingerprintIndex, content_fingerprint, match
+from liveness.sessions import (
+    ChallengeClaims,
+    ChallengeGate,
+    Keyring,
+    MemorySessionStore,
+    VideoReusedError,
+    encode_token,
+)
+from liveness.video import load_video
+
+CLIP = "videos/talking_head_retalk_2.mp4"
+OTHER = "videos/talking_head_retalk_1.mp4"
+# two recordings of one speaker in one studio, with the same framing (GRID corpus)
+SAME_STUDIO = (
+    "videos-wild/rizkiarm__LipNet__bbaf2n.mpg",
+    "videos-wild/rizkiarm__LipNet__lbax4n.mpg",
+)
+
+
+def reencode(src, dst, scale=0.75):
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) * scale) // 2 * 2
+    h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) * scale) // 2 * 2
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.write(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+    out.release()
+    cap.release()
+    return dst
+
+
+def fp(path, **kw):
+    return content_fingerprint(load_video(path, sample_fps=15).frames, **kw)
+
+
+def test_copies_match_and_other_recordings_do_not(data_dir, tmp_path):
+    original = fp(data_dir / CLIP)
+    assert match(fp(reencode(data_dir / CLIP, tmp_path / "re.mp4")), original) >= 0.9
+    frames = load_video(data_dir / CLIP, sample_fps=15).frames
+    trimmed = content_fingerprint([(f.t - 1.0, f.image) for f in frames if 1.0 <= f.t <= 4.0])
+    assert match(trimmed, original) >= 0.9
+    assert match(fp(data_dir / OTHER), original) < 0.6
+    a, b = (fp(data_dir / p) for p in SAME_STUDIO)
+    assert max(match(a, b), match(b, a)) < 0.6
+
+
+def test_index_in_a_file_survives_reopening(data_dir, tmp_path):
+    db = tmp_path / "fp.db"
+    original = fp(data_dir / CLIP)
+    assert FingerprintIndex(db).check_and_add(original, time.time())
+    again = FingerprintIndex(db)
+    assert not again.check_and_add(fp(reencode(data_dir / CLIP, tmp_path / "re.mp4")), time.time())
+    assert again.check_and_add(fp(data_dir / OTHER), time.time())
+    # forgotten after the retention time
+    later = time.time() + again.retention + 1
+    assert again.check_and_add(original, later)
+
+
+@pytest.fixture(scope="module")
+def gate():
+    return ChallengeGate(Keyring.single(b"f" * 32), MemorySessionStore(), FingerprintIndex())
+
+
+@pytest.fixture(scope="module")
+def verifier(model_dir, gate):
+    with Verifier(model_dir, challenges=gate) as v:
+        yield v
+
+
+def token(gate):
+    iat = int(time.time())
+    claims = ChallengeClaims(
+        secrets.token_urlsafe(16),
+        secrets.token_urlsafe(16),
+        "acct",
+        ("blink",),
+        iat,
+        iat + 120,
+        gate.keyring.current,
+    )
+    gate.store.record_issued(claims)
+    return encode_token(gate.keyring, claims)
+
+
+def test_byte_changed_and_reencoded_repeat_uploads_are_refused_as_reused(
+    verifier, gate, data_dir, tmp_path
+):
+    data = (data_dir / CLIP).read_bytes()
+    ref = data_dir / "faces/deepface/img33.jpg"
+    first = verifier.verify(data, ref, challenge=token(gate))
+    assert "VIDEO_REUSED" not in first.reason_codes
+    changed = data[:-1] + bytes([data[-1] ^ 0xFF])
+    assert verifier.verify(changed, ref, challenge=token(gate)).reason_codes == ["VIDEO_REUSED"]
+    appended = data + b"\0" * 100
+    assert verifier.verify(appended, ref, challenge=token(gate)).reason_codes == ["VIDEO_REUSED"]
+    re = reencode(data_dir / CLIP, tmp_path / "re.mp4")
+    assert verifier.verify(re, ref, challenge=token(gate)).reason_codes == ["VIDEO_REUSED"]
+    # the failures count against the account
+    assert gate.store.failures("acct", 60, time.time()) >= 3
+
+
+def test_gate_refuses_content_seen_before_without_models(data_dir):
+    g = ChallengeGate(Keyring.single(b"g" * 32), MemorySessionStore(), FingerprintIndex())
+    frames = load_video(data_dir / CLIP, sample_fps=15).frames
+    g.begin(token(g), "a" * 64, content=frames)
+    with pytest.raises(VideoReusedError):
+        g.begin(token(g), "b" * 64, content=frames[5:])
