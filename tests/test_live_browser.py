@@ -27,6 +27,7 @@ def server(tmp_path_factory, model_dir, data_dir):
     app = create_app(
         ServiceConfig(db=tmp / "recovery.sqlite3", model_dir=model_dir),
         keyring=Keyring.single(b"live-browser-test-key" * 2),
+        operator_key="op-live-browser-4RkW8zQ2nTc6Yb3M",
     )
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -5,6 +5,7 @@ tokens are checked as for uploads; the audit log records the prompt schedule."""
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 
@@ -34,7 +35,8 @@ def app(tmp_path_factory, verifier, data_dir):
     application = create_app(
         ServiceConfig(db=tmp / "recovery.sqlite3", actions=2),
         verifier=verifier,
-        keyring=Keyring.single(b"live-service-test-key-1234"),
+        keyring=Keyring.single(secrets.token_bytes(32)),
+        operator_key=secrets.token_urlsafe(24),
     )
     with TestClient(application) as client:
         ok, png = cv2.imencode(".png", frame_at(data_dir / HEAD_POSE, 2.0))
@@ -110,7 +112,10 @@ def test_live_clip_with_screen_light_over_the_websocket_is_accepted(app, source,
     assert result["decision"] == "accept", result
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "ready" and "light" in kinds and kinds.count("prompt") == 2
-    status = app.get(f"/recoveries/{started['recovery_id']}").json()
+    status = app.get(
+        f"/recoveries/{started['recovery_id']}",
+        headers={"Authorization": f"Bearer {started['token']}"},
+    ).json()
     assert status["status"] == "done" and status["decision"] == "accept"
     entry = [e for e in app.app.state.service.audit_entries() if e["event"] == "decision"][-1]
     assert entry["live"] is True and entry["recovery_id"] == started["recovery_id"]
