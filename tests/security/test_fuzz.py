@@ -36,7 +36,7 @@ FAST = settings(
 )
 # Every video input starts a decoder process (~0.4 s), so fewer of them.
 VIDEO = settings(
-    max_examples=N or 25,
+    max_examples=N or 15,
     deadline=20000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=not N,
