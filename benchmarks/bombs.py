@@ -172,12 +172,14 @@ def _gif() -> bytes:
     return path.read_bytes()
 
 
-def measure(kind: str, path: Path, timeout: float = 600) -> dict:
+def measure(kind: str, path: Path, timeout: float = 600, env: dict | None = None) -> dict:
+    """Load ``path`` in a fresh process (with ``env``, default this one's environment)."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(path)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if out.returncode != 0:
         return {"outcome": f"child exited {out.returncode}", "stderr": out.stderr[-300:]}

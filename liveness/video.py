@@ -3,6 +3,15 @@
 The pipeline analyses a sample of the frames (``sample_fps``), not all of them: a selfie
 video at 30 fps carries little more about a face than the same video at 15 fps, and the
 landmark model costs the same for every frame it sees.
+
+Files and bytes are untrusted (issue 12). Before FFmpeg sees them their first bytes must
+name an allowed container (:func:`sniff_video`: WebM/Matroska or MP4 by default); they are
+decoded in a child process (:mod:`liveness._decoder`) with an address-space, CPU and
+wall-time limit, FFmpeg restricted to the ``file`` protocol and the allowed demuxers, and
+refused as soon as decoding costs more memory than frames of the declared size can; the
+frames kept for analysis have a byte budget; rotation comes from the MP4 matrix, parsed
+here (:func:`mp4_rotation`). Reference images are checked from their header
+(:func:`sniff_image`, :func:`image_size`) before any pixel is decoded.
 """
 
 from __future__ import annotations

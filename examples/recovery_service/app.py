@@ -11,6 +11,10 @@ The parts, and where each lives:
 
 What the person sees never contains the raw score: a decision, a headline and the reasons'
 sentences. The score, similarity and model hashes go to the operator log and the audit log.
+
+Defences against the attacks of issue 12 (operator key, body limits, limits per client
+address, private files, the served connection limits) live in :mod:`.security`; the keyed
+audit chain in :mod:`liveness.audit`; decoding limits in :mod:`liveness.video`.
 """
 
 from __future__ import annotations

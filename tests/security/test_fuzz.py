@@ -32,13 +32,15 @@ FAST = settings(
     deadline=2000,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=not N,
+    database=None,
 )
 # Every video input starts a decoder process (~0.4 s), so fewer of them.
 VIDEO = settings(
-    max_examples=N or 25,
+    max_examples=N or 15,
     deadline=20000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=not N,
+    database=None,
 )
 KEYRING = Keyring.single(b"fuzz-key-Vq8Lr2Xp7Tn4")
 

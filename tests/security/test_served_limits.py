@@ -4,6 +4,7 @@ headers and with a 400 MB Content-Length."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from .conftest import PYTHON, ROOT, child_env
 
 SLOW = 300  # connections that never finish their headers (issue: 1,100)
-CAP = 64
+CAP = 128
 HEADER_TIMEOUT = 1.0
 
 
@@ -102,6 +103,14 @@ def test_connections_that_never_finish_their_headers(served):
         time.sleep(0.3)
         # The cap holds: the server keeps at most CAP of them open.
         assert open_fds(proc.pid) <= base_fds + CAP + 8
+        # Another address is served at once (one address gets at most 64 connections).
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=2, source_address=("127.0.0.2", 0)
+        )
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200 and time.perf_counter() - t < 1.0
+        conn.close()
         t = time.perf_counter()
         while not healthz(port, 1.0):
             assert time.perf_counter() - t < HEADER_TIMEOUT + 5, "healthz never answered"
