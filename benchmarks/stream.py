@@ -21,6 +21,10 @@ session's own work per frame is timed with the real clock):
 * ``early`` / ``late``: the responder doing each action before its prompt (right after the
   previous step) or ``late_s`` after it.
 
+``per_frame_ms`` is the wall time of ``LiveSession.push`` per frame (decode, landmarks,
+colour sampling, pacing); ``per_frame_cpu_ms`` the process CPU time it used (all threads),
+which depends less on what else runs on the machine; ``load_average`` says how busy it was.
+
 The summary reports per-frame latency (median, p95, max, ms), ``finish`` time, and for each
 client the decisions and reason codes over ``--tries`` sessions (each with fresh random
 pauses and colours).
@@ -211,7 +215,10 @@ def run_session(
             client.on_message(m, session)
         pending = [p for p in pending if p[0] > now]
         ok, jpg = cv2.imencode(".jpg", client.frame(), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        cpu = time.process_time()
         pending += [(now + net_s, m) for m in session.push(jpg.tobytes(), now=now)]
+        session.frame_cpu_ms = getattr(session, "frame_cpu_ms", [])
+        session.frame_cpu_ms.append((time.process_time() - cpu) * 1000)
         k += 1
     result = session.finish(now=t0 + (k + 1) / fps)
     return result, session
@@ -275,6 +282,7 @@ def main(argv=None) -> int:
         }
     out: dict = {"video": str(video), "actions": actions, "fps": args.fps, "load_s": load_s}
     frame_ms: list[float] = []
+    frame_cpu_ms: list[float] = []
     finish_ms: list[float] = []
     jobs = [(name, k) for name in clients for k in range(args.tries)]
     rows: dict[str, list[dict]] = {}
@@ -287,6 +295,7 @@ def main(argv=None) -> int:
         )
         finish_ms.append(result.timings_ms.get("total", 0.0))
         frame_ms += session.frame_ms
+        frame_cpu_ms += session.frame_cpu_ms
         ch = result.liveness.challenge or {}
         rows.setdefault(name, []).append(
             {
@@ -308,6 +317,13 @@ def main(argv=None) -> int:
         "max": round(float(fm.max()), 1),
         "over_frame_interval": int((fm > 1000 / args.fps).sum()),
     }
+    cm = np.array(frame_cpu_ms)
+    out["per_frame_cpu_ms"] = {
+        "median": round(float(np.median(cm)), 1),
+        "p95": round(float(np.percentile(cm, 95)), 1),
+        "max": round(float(cm.max()), 1),
+    }
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     out["finish_ms_median"] = round(statistics.median(finish_ms), 1)
     out["peak_rss_mb"] = peak_rss_mb()
     out["cpus"] = os.cpu_count()

@@ -13,9 +13,9 @@ chance, frame by frame, at scattered offsets).
 session store) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
 
 Thresholds (measured with ``python -m benchmarks.fingerprint``, benchmarks/README.md section
-"Video reuse"): a re-encoded, trimmed or byte-changed copy matches 0.9-1.0 of its frames;
-different recordings, including different clips of one speaker in one studio (LipNet/GRID),
-match at most 0.3. ``min_overlap`` 0.6 sits between.
+"Video reuse", 55 shared clips): re-encoded copies 55/55 found, trimmed 34/36, byte-changed
+55/55; 0 of 1,485 pairs of different recordings matched (LipNet clips of one studio matched
+at 1.0 by appearance alone, hence the movement check in :func:`match`).
 """
 
 from __future__ import annotations

@@ -59,9 +59,11 @@ class LightConfig:
     sending a colour and a frame showing it (display, capture and network: 0.1-0.3 s on
     loopback). Pass when ``correlation >= min_correlation``, ``face_gain >= min_face_gain``
     and ``face_gain >= min_face_to_background * background_gain``. Measured with
-    ``python -m benchmarks.stream`` (benchmarks/README.md, "Live streaming"): simulated near
-    screen, correlation 0.90-0.97 and gain 0.21-0.27; the same frames without it,
-    correlation <= 0.35 and gain <= 0.03.
+    ``python -m benchmarks.stream --attacks`` (benchmarks/README.md, "Live streaming"): a real
+    clip with a simulated near screen, correlation 0.94-0.96 and gain 0.074-0.091; the same
+    frames without it, correlation 0.23-0.54 and gain 0.002-0.005; replayed and rendered
+    clips, correlation <= 0.25 and gain <= 0.003. The gain separates them, the correlation
+    alone does not.
     """
 
     segments: int = 10

@@ -80,8 +80,9 @@ def test_fake_camera_cannot_follow_live_prompts_and_is_refused_naming_the_step(
             expect(page.locator("#light")).to_be_visible(timeout=20_000)
             color = page.eval_on_selector("#light", "e => getComputedStyle(e).backgroundColor")
             assert color.startswith("rgb("), color
-            expect(page.locator("#prompt-step")).to_have_text("Step 1", timeout=20_000)
-            assert page.get_attribute("#prompt-text", "data-action")
+            # (by the time it is checked, a quick step may already read "Step 1: done")
+            expect(page.locator("#prompt-text[data-action]")).to_have_count(1, timeout=20_000)
+            assert page.inner_text("#prompt-step").startswith("Step ")
             expect(page.locator("#live")).not_to_be_empty()
             result = page.locator("#step-result")
             expect(result).to_be_visible(timeout=60_000)
