@@ -68,6 +68,8 @@ def all_pair_rates(cache: dict, metric: str = "cosine") -> dict:
     impostor pairs cannot support FAR 1e-3, its ~1.2 million image pairs can. Scores are
     cosine similarity, or minus the Euclidean distance (``metric="euclidean"``, dlib's)."""
     keys = [k for k, e in cache.items() if e is not None]
+    if len(keys) < 2:
+        return {}
     e = np.stack([cache[k] for k in keys]).astype(np.float64)
     if metric == "cosine":
         sims = e @ e.T
