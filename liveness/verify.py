@@ -26,11 +26,13 @@ from .errors import InputError, SetupError
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
+from .reference import Reference, ReferenceUnusableError  # noqa: F401 (importable from here)
+from .reference import enroll as enroll_reference
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
 from .sessions import ChallengeClaims, ChallengeGate, SessionError, verify_token
 from .track import identity_spread, other_faces, subject_face
-from .video import Video, VideoLimits, load_image, load_video
+from .video import Video, VideoLimits, load_video
 
 # Quality problems (see quality.FaceQuality.problems) and the reason each one gives.
 _QUALITY_REASONS = {
@@ -66,56 +68,6 @@ class VerifierConfig:
     # Measured: live shared clips 0.039-0.17 (0.05 with no blink); rendered still photo 0.005,
     # printed photo 0.008, screen replay 0.032. 0.02 sits between, away from live faces.
     min_expression_motion: float = 0.02
-
-
-@dataclass
-class Reference:
-    """A reference face as a template: the embedding and how it was made (no pixels).
-
-    ``problems`` lists why it cannot be used (empty when usable).
-    """
-
-    embedding: np.ndarray
-    model: str
-    model_sha256: str
-    quality: FaceQuality | None
-    problems: list[str]
-    faces_found: int
-
-    @property
-    def usable(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        q = self.quality
-        return {
-            "model": self.model,
-            "model_sha256": self.model_sha256,
-            "embedding": [float(x) for x in self.embedding],
-            "faces_found": self.faces_found,
-            "problems": list(self.problems),
-            "quality": None if q is None else q.__dict__.copy(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Reference:
-        q = d.get("quality")
-        return cls(
-            np.asarray(d["embedding"], np.float32),
-            d["model"],
-            d["model_sha256"],
-            FaceQuality(**q) if q else None,
-            list(d.get("problems", [])),
-            int(d.get("faces_found", 1)),
-        )
-
-
-class ReferenceUnusableError(InputError):
-    """The reference photo has no single usable face; ``reference.problems`` says why."""
-
-    def __init__(self, message: str, reference: Reference) -> None:
-        super().__init__(message)
-        self.reference = reference
 
 
 class Verifier:
@@ -170,46 +122,17 @@ class Verifier:
     # -- reference ---------------------------------------------------------------------
 
     def enroll(self, image, *, require_usable: bool = False) -> Reference:
-        """Make a :class:`Reference` template from a photo (path, bytes or BGR array).
-
-        Exactly one clear face is required: no face, two faces of similar size, or a face
-        too small, dark or blurred makes it unusable. With ``require_usable`` an unusable
-        photo raises :class:`ReferenceUnusableError`.
-        """
-        img = load_image(image)
-        faces = self.detector.detect(img)
-        problems: list[str] = []
-        quality = None
-        emb = np.zeros(0, np.float32)
-        main = max(faces, key=lambda f: f.size) if faces else None
-        if main is None:
-            problems.append("no face found")
-        else:
-            # A second face at least 70 % the size of the largest makes it unclear whose
-            # photo this is (two-person photos here: 0.78-0.96); smaller or fainter ones
-            # (neighbours cut off at the edge of a crop: 9 % of LFW at 0.5) are tolerated.
-            if other_faces(faces, main, min_relative_size=0.7, min_score=0.8):
-                problems.append("more than one face")
-            quality = measure(img, main.box)
-            th = self.config.quality
-            for p in quality.problems(th):
-                problems.append(
-                    {
-                        "small": "face too small",
-                        "dark": "too dark",
-                        "bright": "over-exposed",
-                        "blur": "blurred",
-                        "pose": "not frontal",
-                    }[p]
-                )
-            emb = self.embedder.embed([align_face(img, main.points)])[0]
-        m = self.embedder.model
-        ref = Reference(emb, m.name, m.sha256, quality, problems, len(faces))
-        if require_usable and problems:
-            raise ReferenceUnusableError(
-                "the reference photo cannot be used: " + ", ".join(problems), ref
-            )
-        return ref
+        """Make a :class:`Reference` template from a photo (path, bytes or BGR array); see
+        :func:`liveness.reference.enroll` (unusable: no face, two similar faces, a face far
+        too small; weak but used: dim, small, blurred). With ``require_usable`` an unusable
+        photo raises :class:`ReferenceUnusableError`."""
+        return enroll_reference(
+            image,
+            self.detector,
+            self.embedder,
+            self.config.quality,
+            require_usable=require_usable,
+        )
 
     # -- verification ------------------------------------------------------------------
 
@@ -258,7 +181,7 @@ class Verifier:
         if not ref.usable:
             out = _Evidence(video={}, reference=_reference_info(ref))
             out.reasons.append(
-                Reason.of(ReasonCode.REFERENCE_UNUSABLE, "reject", detail=", ".join(ref.problems))
+                Reason.of(ReasonCode.REFERENCE_UNUSABLE, "review", detail=", ".join(ref.problems))
             )
             return self._finish(out, timings, clock)
         # Landmarks run on their own threads while the video is still being decoded; "video"
@@ -612,6 +535,7 @@ def _reference_info(r: Reference) -> dict:
     return {
         "usable": r.usable,
         "problems": list(r.problems),
+        "weaknesses": list(r.weaknesses),
         "faces_found": r.faces_found,
         "model": r.model,
     }
@@ -630,4 +554,3 @@ def _quality_summary(
         "median_brightness": float(np.median([v.brightness for v in vals])),
         "median_sharpness": float(np.median([v.sharpness for v in vals])),
     }
-
