@@ -366,14 +366,18 @@ class Verifier:
         with clock("attack"):
             pad_frames = _spread(usable, best, cfg.max_pad_frames)
             per = [
-                (frames[i].t, self.pad.live_probability(frames[i].image, subject[i].box))
+                (frames[i].t, self.pad.per_model(frames[i].image, subject[i].box))
                 for i in pad_frames
             ]
-        model_score = float(np.mean([p for _, p in per]))
+        names = [m.name for m in self.pad.models]
+        model_score = float(np.mean([np.mean(p) for _, p in per]))
         out.live = model_score
         out.liveness.score = model_score
         out.liveness.model_score = model_score
-        out.liveness.per_frame = [{"t": t, "live": p} for t, p in per]
+        out.liveness.per_frame = [
+            {"t": t, "live": float(np.mean(p)), "models": dict(zip(names, p, strict=True))}
+            for t, p in per
+        ]
 
     def _finish(
         self,
