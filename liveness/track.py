@@ -3,8 +3,11 @@ is it the same person throughout."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from .align import align_face
 from .detect import Face
 
 
@@ -49,3 +52,95 @@ def identity_spread(embeddings: np.ndarray) -> float:
         return 1.0
     sims = embeddings @ embeddings.T
     return float(sims[np.triu_indices(len(embeddings), 1)].min())
+
+
+@dataclass(frozen=True)
+class IdentityTrack:
+    """How the subject's identity holds over the keyframes of one recording.
+
+    ``similarities``: each keyframe's cosine similarity to the probe template (the mean of
+    the best frames), in time order; ``changed``: a different person was in view (see
+    :func:`identity_track`); ``outliers``: indices of keyframes below the threshold that do
+    not make a run (one odd frame: motion blur, a hand, a turned head), for the evidence.
+    """
+
+    similarities: list[float]
+    changed: bool
+    outliers: list[int]
+
+    @property
+    def min_similarity(self) -> float:
+        return min(self.similarities) if self.similarities else 1.0
+
+
+def identity_track(
+    embeddings: np.ndarray, probe: np.ndarray, different_below: float, min_run: int = 2
+) -> IdentityTrack:
+    """Is one person in view throughout? ``embeddings`` are unit vectors in time order.
+
+    A change needs ``min_run`` consecutive keyframes whose similarity to ``probe`` is under
+    ``different_below`` (pick it where the calibration's FMR is high, e.g. 10 %: most
+    impostor pairs score below it, while one person seen from another angle rarely does).
+    One such frame alone is an outlier, not a different person.
+    """
+    p = np.asarray(probe, np.float64)
+    p = p / max(np.linalg.norm(p), 1e-12)
+    sims = [float(e @ p) for e in np.asarray(embeddings, np.float64)]
+    low = [s < different_below for s in sims]
+    changed, run = False, 0
+    for is_low in low:
+        run = run + 1 if is_low else 0
+        changed = changed or run >= min_run
+    outliers = [i for i, is_low in enumerate(low) if is_low]
+    return IdentityTrack([round(s, 4) for s in sims], changed, [] if changed else outliers)
+
+
+def other_face_kind(
+    relative_size: float,
+    similarity_to_subject: float | None,
+    live: float | None,
+    *,
+    same_person_above: float,
+    flat_below: float,
+    background_below: float = 0.6,
+) -> str:
+    """What a second face probably is: ``reflection`` (the subject's own face, e.g. in a
+    mirror or window: similarity to the subject at least ``same_person_above``), ``poster``
+    (a flat face, a photo or screen: live score under ``flat_below``), ``background`` (under
+    ``background_below`` of the subject's size: someone far behind) or ``person``."""
+    if similarity_to_subject is not None and similarity_to_subject >= same_person_above:
+        return "reflection"
+    if live is not None and live < flat_below:
+        return "poster"
+    if relative_size < background_below:
+        return "background"
+    return "person"
+
+
+def describe_other_faces(
+    found: dict, probe: np.ndarray, embedder, pad, *, same_person_above: float, flat_below: float
+) -> list[dict]:
+    """Each second face at each keyframe: ``{"t", "kind", "relative_size", "similarity",
+    "live"}`` with ``kind`` from :func:`other_face_kind`. ``found`` maps a time to
+    ``(image, subject_face, other_faces)``; ``embedder`` and ``pad`` are the pipeline's."""
+    out = []
+    for t, (image, subject, faces) in sorted(found.items()):
+        for f in faces:
+            e = embedder.embed([align_face(image, f.points)])[0]
+            p = np.asarray(probe, np.float64)
+            sim = float(e @ p / max(np.linalg.norm(p), 1e-12))
+            live = pad.live_probability(image, f.box)
+            rel = f.size / max(subject.size, 1e-6)
+            kind = other_face_kind(
+                rel, sim, live, same_person_above=same_person_above, flat_below=flat_below
+            )
+            out.append(
+                {
+                    "t": t,
+                    "kind": kind,
+                    "relative_size": round(rel, 3),
+                    "similarity": round(sim, 4),
+                    "live": round(live, 4),
+                }
+            )
+    return out
