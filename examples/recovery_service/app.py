@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liveness import InputError, Reference, Verifier
+from liveness.hints import capture_hints
 from liveness.reasons import ReasonCode
 from liveness.sessions import (
     ENV_KEY,
@@ -51,6 +52,7 @@ from liveness.sessions import (
     TokenInvalidError,
     verify_token,
 )
+from liveness.video import load_image
 
 log = logging.getLogger("recovery_service")
 
@@ -667,6 +669,25 @@ def create_app(
         finally:
             await form.close()
         return await run_in_threadpool(svc(request).enroll, account, data, kind)
+
+    @app.post("/capture-hints")
+    async def post_capture_hints(request: Request):
+        """Hints for one camera preview frame (JPEG or PNG body, not kept): see
+        :func:`liveness.hints.capture_hints` (the verifier's own quality thresholds)."""
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > config.max_photo_bytes:
+                return _too_large(config.max_photo_bytes)
+        verifier = svc(request).verifier
+        try:
+            image = load_image(bytes(data))
+        except InputError as exc:
+            raise ServiceError(422, "PHOTO_UNREADABLE", "Send one JPEG or PNG frame.") from exc
+        hints = await run_in_threadpool(
+            capture_hints, image, verifier.detector, verifier.config.quality
+        )
+        return {"hints": [h.to_dict() for h in hints]}
 
     @app.post("/recoveries")
     def post_recovery(body: dict, request: Request):
