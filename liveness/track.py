@@ -45,26 +45,18 @@ def other_faces(
     ]
 
 
-def identity_spread(embeddings: np.ndarray) -> float:
-    """Lowest cosine similarity between any two of the subject's embeddings over time
-    (1.0 with fewer than two). A low figure means a different face came into view."""
-    if len(embeddings) < 2:
-        return 1.0
-    sims = embeddings @ embeddings.T
-    return float(sims[np.triu_indices(len(embeddings), 1)].min())
-
-
 @dataclass(frozen=True)
 class IdentityTrack:
     """How the subject's identity holds over the keyframes of one recording.
 
-    ``similarities``: each keyframe's cosine similarity to the probe template (the mean of
-    the best frames), in time order; ``changed``: a different person was in view (see
-    :func:`identity_track`); ``outliers``: indices of keyframes below the threshold that do
-    not make a run (one odd frame: motion blur, a hand, a turned head), for the evidence.
+    ``similarities``: each keyframe's cosine similarity to the anchor keyframe (the one
+    most like all the others), in time order; ``changed``: a different person was in view
+    (see :func:`identity_track`); ``outliers``: indices of keyframes under the threshold
+    that do not make a run (one odd frame: motion blur, a hand, a turned head).
     """
 
     similarities: list[float]
+    anchor: int
     changed: bool
     outliers: list[int]
 
@@ -74,25 +66,33 @@ class IdentityTrack:
 
 
 def identity_track(
-    embeddings: np.ndarray, probe: np.ndarray, different_below: float, min_run: int = 2
+    embeddings: np.ndarray, different_below: float, min_run: int = 2
 ) -> IdentityTrack:
-    """Is one person in view throughout? ``embeddings`` are unit vectors in time order.
+    """Is one person in view throughout? ``embeddings``: unit vectors in time order.
 
-    A change needs ``min_run`` consecutive keyframes whose similarity to ``probe`` is under
-    ``different_below`` (pick it where the calibration's FMR is high, e.g. 10 %: most
-    impostor pairs score below it, while one person seen from another angle rarely does).
-    One such frame alone is an outlier, not a different person.
+    The anchor is the keyframe with the highest median similarity to the others (a frontal,
+    typical view of whoever is in view most). A change needs ``min_run`` consecutive
+    keyframes under ``different_below`` against it (pick it where the calibration's FMR is
+    high, e.g. 10 %: most impostor pairs score below it, while one person seen from another
+    angle rarely does). One such frame alone is an outlier, not a different person. The
+    anchor is not the mean of the best frames: if those came from two people, their mean
+    would sit between them and hide the change.
     """
-    p = np.asarray(probe, np.float64)
-    p = p / max(np.linalg.norm(p), 1e-12)
-    sims = [float(e @ p) for e in np.asarray(embeddings, np.float64)]
+    e = np.asarray(embeddings, np.float64)
+    if len(e) == 0:
+        return IdentityTrack([], -1, False, [])
+    sims_all = e @ e.T
+    np.fill_diagonal(sims_all, np.nan)
+    typical = np.nanmedian(sims_all, axis=1) if len(e) > 1 else np.ones(1)
+    anchor = int(np.argmax(typical))
+    sims = [1.0 if k == anchor else float(sims_all[anchor, k]) for k in range(len(e))]
     low = [s < different_below for s in sims]
     changed, run = False, 0
     for is_low in low:
         run = run + 1 if is_low else 0
         changed = changed or run >= min_run
     outliers = [i for i, is_low in enumerate(low) if is_low]
-    return IdentityTrack([round(s, 4) for s in sims], changed, [] if changed else outliers)
+    return IdentityTrack([round(s, 4) for s in sims], anchor, changed, [] if changed else outliers)
 
 
 def other_face_kind(

@@ -388,12 +388,11 @@ class Verifier:
         cfg = self.config
         track = identity_track(
             np.stack([emb[i] for i in usable]),
-            probe,
             self.calibration.threshold_for(cfg.subject_different_fmr),
             cfg.subject_change_run,
         )
         out.quality["identity_min_similarity"] = track.min_similarity
-        out.quality["identity_to_probe"] = [
+        out.quality["identity_to_anchor"] = [
             {"t": frames[i].t, "similarity": s}
             for i, s in zip(usable, track.similarities, strict=True)
         ]
