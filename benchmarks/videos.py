@@ -24,10 +24,13 @@ import argparse
 import csv
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.common import emit, parent_parser, progress, set_progress
-from liveness import Verifier
+from liveness import Verifier, VerifierConfig
 from liveness.errors import InputError
 from liveness.video import frame_at
 
@@ -106,7 +109,11 @@ def run_one(v: Verifier, row: dict, root: Path, default_ref: str, live_by_subjec
         rec["conditions"] = conditions(row, {})
         return rec
     wall = time.perf_counter() - t0
-    per_model = r.liveness.per_model if hasattr(r.liveness, "per_model") else {}
+    per_frame = r.liveness.per_frame
+    per_model = {
+        name: round(float(np.mean([f["models"][name] for f in per_frame])), 4)
+        for name in (per_frame[0].get("models", {}) if per_frame else {})
+    }
     rec.update(
         decision=r.decision,
         reasons=r.reason_codes,
@@ -115,6 +122,7 @@ def run_one(v: Verifier, row: dict, root: Path, default_ref: str, live_by_subjec
         fmr=r.match.fmr_estimate,
         live=r.liveness.score,
         pad_models=per_model,
+        pad_frames=[round(f["live"], 4) for f in per_frame],
         identity_min_similarity=r.quality.get("identity_min_similarity"),
         median_brightness=r.quality.get("median_brightness"),
         median_face_px=r.quality.get("median_face_px"),
@@ -174,11 +182,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--labels", type=Path, nargs="+", required=True)
     ap.add_argument("--default-reference", default="frame:last")
     ap.add_argument("--reference-from-subject", action="store_true")
+    ap.add_argument(
+        "--max-duration-s",
+        type=float,
+        default=None,
+        help="the verifier's duration limit (default: VideoLimits' own)",
+    )
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     rows = load_rows(args.labels, args.reference_from_subject)
     per_video = []
-    with Verifier(args.model_dir) as v:
+    config = VerifierConfig()
+    if args.max_duration_s is not None:
+        config = replace(config, limits=replace(config.limits, max_duration_s=args.max_duration_s))
+    with Verifier(args.model_dir, config=config) as v:
         for row, root, live_by_subject in progress(rows, len(rows), "verifying"):
             per_video.append(run_one(v, row, root, args.default_reference, live_by_subject))
     result = {

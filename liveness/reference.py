@@ -107,6 +107,7 @@ class ReferenceUnusableError(InputError):
 def enroll(
     image,
     detector: FaceDetector,
+    low_detector: FaceDetector | None,
     embedder: FaceEmbedder,
     thresholds: QualityThresholds,
     *,
@@ -117,12 +118,18 @@ def enroll(
     Unusable: no face; a second face at least 70 % the size of the largest (two-person
     photos here: 0.78-0.96; neighbours cut off at the edge of a crop, 9 % of LFW at 0.5, are
     tolerated); a face under :data:`UNUSABLE_FACE_PX`. Weak: any gate of ``thresholds``
-    failed. With ``require_usable`` an unusable photo raises :class:`ReferenceUnusableError`.
+    failed, or the face found only by ``low_detector`` (a lower YuNet score threshold,
+    tried when ``detector`` finds nothing). With ``require_usable`` an unusable photo
+    raises :class:`ReferenceUnusableError`.
     """
     img = load_image(image)
     faces = detector.detect(img)
-    problems: list[str] = []
     weaknesses: list[str] = []
+    if not faces and low_detector is not None:
+        faces = low_detector.detect(img)
+        if faces:
+            weaknesses.append("face found only with a low detector score")
+    problems: list[str] = []
     quality = None
     emb = np.zeros(0, np.float32)
     main = max(faces, key=lambda f: f.size) if faces else None
@@ -134,7 +141,7 @@ def enroll(
         quality = measure(img, main.box)
         if quality.face_px < UNUSABLE_FACE_PX:
             problems.append("face far too small to recognise")
-        weaknesses = [QUALITY_WORDS[p] for p in quality.problems(thresholds)]
+        weaknesses += [QUALITY_WORDS[p] for p in quality.problems(thresholds)]
         emb = embedder.embed([align_face(img, main.points)])[0]
     m = embedder.model
     ref = Reference(emb, m.name, m.sha256, quality, problems, len(faces), weaknesses)
