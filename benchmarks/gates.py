@@ -43,10 +43,10 @@ from liveness.quality import measure, normalise_exposure
 from liveness.video import frame_at, load_image
 
 LEVELS = {
-    "dark": [1.0, 0.6, 0.4, 0.3, 0.22, 0.16, 0.11, 0.07],
-    "blur": [0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
-    "small": [0, 64, 48, 36, 28, 22, 16],  # target face size in pixels (0: unchanged)
-    "jpeg": [95, 50, 30, 20, 12, 6],
+    "dark": [1.0, 0.4, 0.25, 0.16, 0.1, 0.06],
+    "blur": [0.0, 1.5, 3.0, 4.5, 6.0],
+    "small": [0, 48, 32, 24, 16],  # target face size in pixels (0: unchanged)
+    "jpeg": [95, 30, 12, 6],
 }
 MEASURE = {"dark": "brightness", "blur": "sharpness", "small": "face_px", "jpeg": "sharpness"}
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[parent_parser()])
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--pairs", type=Path, required=True)
-    ap.add_argument("--max-pairs", type=int, default=300)
+    ap.add_argument("--max-pairs", type=int, default=200)
     ap.add_argument("--kinds", default="dark,blur,small,jpeg")
     ap.add_argument("--normalise", default="gamma,clahe", help="'' for none")
     ap.add_argument("--videos", type=Path, default=None)
