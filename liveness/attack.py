@@ -102,3 +102,17 @@ class PresentationAttackDetector:
             logits = m.run(np.ascontiguousarray(x))[0][0]
             out.append(float(_softmax(logits)[c.live_class]))
         return out
+
+
+def pool(scores: list[float], how: str = "median") -> float:
+    """One live score for a recording from its frames' scores: ``median`` (one frame with
+    motion blur or a half-closed eye does not pull the clip down, nor does one lucky frame
+    lift a replay) or ``mean``. Measured on the shared real clips: benchmarks/README.md,
+    "Real recordings"."""
+    if not scores:
+        raise ValueError("no frame scores to pool")
+    if how == "median":
+        return float(np.median(scores))
+    if how == "mean":
+        return float(np.mean(scores))
+    raise ValueError(f"unknown pooling {how!r}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import models as registry
 from .align import align_face
-from .attack import PresentationAttackDetector
+from .attack import PresentationAttackDetector, pool
 from .challenges import ActionEvent, check_sequence, detect_actions
 from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
@@ -56,7 +56,10 @@ class VerifierConfig:
     pad_models: tuple[str, ...] = ("minifasnet_v2", "minifasnet_v1se")
     best_k: int = 3
     keyframe_every_s: float = 2.0
-    max_pad_frames: int = 6
+    # PAD input: the best frames, then good frames spread over the recording (all pass the
+    # quality gates: sharp enough, exposed, frontal), pooled by pad_pooling (see attack.pool).
+    max_pad_frames: int = 8
+    pad_pooling: str = "median"
     min_face_fraction: float = 0.6
     min_good_frames: int = 3
     min_good_fraction: float = 0.2
@@ -382,7 +385,7 @@ class Verifier:
                 for i in pad_frames
             ]
         names = [m.name for m in self.pad.models]
-        model_score = float(np.mean([np.mean(p) for _, p in per]))
+        model_score = pool([float(np.mean(p)) for _, p in per], cfg.pad_pooling)
         out.live = model_score
         out.liveness.score = model_score
         out.liveness.model_score = model_score
