@@ -9,6 +9,7 @@ import numpy as np
 
 from .align import align_face
 from .detect import Face
+from .reasons import Reason, ReasonCode
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,3 +145,31 @@ def describe_other_faces(
                 }
             )
     return out
+
+
+def unfollowed_face_reason(detector, frames: list, thresholds, samples: int = 5) -> Reason:
+    """The reason when the landmarker followed no face in any frame.
+
+    YuNet looks at up to ``samples`` frames spread over the recording. Where it sees a face
+    of a usable size in most of them, a person is there whose features the landmarker
+    cannot follow (a mask or a hand over the face: videos-wild ``nam157 2.mp4``, a masked
+    face of 109 px): ``NO_FACE`` as ``review``, with a sentence saying what to change. A
+    face under the size gate gives ``FACE_TOO_SMALL``; nothing gives ``NO_FACE``.
+    """
+    idx = np.linspace(0, len(frames) - 1, min(samples, len(frames))).round().astype(int)
+    sizes = []
+    for i in sorted(set(idx.tolist())):
+        faces = detector.detect(frames[i].image)
+        sizes.append(max(f.size for f in faces) if faces else 0.0)
+    seen = [s for s in sizes if s > 0]
+    if len(seen) * 2 <= len(sizes):
+        return Reason.of(ReasonCode.NO_FACE)
+    if float(np.median(seen)) < thresholds.min_face_px:
+        return Reason.of(ReasonCode.FACE_TOO_SMALL)
+    return Reason.of(
+        ReasonCode.NO_FACE,
+        "review",
+        detail="a face is in view but its features could not be followed",
+        message="We could see a face but not follow its features. Remove anything covering "
+        "your face (a mask, a hand, hair) and look at the camera.",
+    )

@@ -31,7 +31,13 @@ from .reference import enroll as enroll_reference
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
 from .sessions import ChallengeClaims, ChallengeGate, SessionError, verify_token
-from .track import describe_other_faces, identity_track, other_faces, subject_face
+from .track import (
+    describe_other_faces,
+    identity_track,
+    other_faces,
+    subject_face,
+    unfollowed_face_reason,
+)
 from .video import Video, VideoLimits, load_video
 
 # Quality problems (see quality.FaceQuality.problems) and the reason each one gives.
@@ -312,7 +318,7 @@ class Verifier:
         present = [i for i, m in enumerate(meshes) if m is not None]
         out.quality["face_fraction"] = len(present) / len(frames)
         if not present:
-            out.reasons.append(Reason.of(ReasonCode.NO_FACE))
+            out.reasons.append(unfollowed_face_reason(self.detector, frames, cfg.quality))
             return
         if len(present) / len(frames) < cfg.min_face_fraction:
             out.reasons.append(Reason.of(ReasonCode.FACE_LOST))
