@@ -13,6 +13,11 @@ import cv2
 import numpy as np
 
 _SHARPNESS_HEIGHT = 128
+# Ranking (FaceQuality.score) saturates at these, independent of where the gates sit: a
+# face of 120 px and a sharpness of 100 count as fully sharp and large (the values the
+# ranking had when the gates were 60 px and 25).
+_RANK_FACE_PX = 120.0
+_RANK_SHARPNESS = 100.0
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,9 @@ class FaceQuality:
     def score(self, th: QualityThresholds) -> float:
         """A [0, 1] figure for ranking frames: frontal, sharp and well exposed is best."""
         frontal = max(0.0, 1.0 - (abs(self.yaw) / 45.0) ** 2 - (abs(self.pitch) / 40.0) ** 2)
-        sharp = min(1.0, self.sharpness / (4 * th.min_sharpness))
+        sharp = min(1.0, self.sharpness / _RANK_SHARPNESS)
         exposure = 1.0 - min(1.0, abs(self.brightness - 130.0) / 130.0)
-        size = min(1.0, self.face_px / (2 * th.min_face_px))
+        size = min(1.0, self.face_px / _RANK_FACE_PX)
         return float(frontal * (0.5 + 0.5 * sharp) * (0.5 + 0.5 * exposure) * size)
 
 
