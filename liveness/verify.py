@@ -24,7 +24,13 @@ from .detect import Face, FaceDetector
 from .embed import FaceEmbedder, cosine
 from .errors import InputError, SetupError
 from .landmarks import FaceLandmarks, FaceMesh
-from .quality import FaceQuality, QualityThresholds, best_frames, measure
+from .quality import (
+    FaceQuality,
+    QualityThresholds,
+    best_frames,
+    measure,
+    prepare_for_embedding,
+)
 from .reasons import Reason, ReasonCode
 from .reference import Reference, ReferenceUnusableError  # noqa: F401 (importable from here)
 from .reference import enroll as enroll_reference
@@ -366,7 +372,12 @@ class Verifier:
         with clock("embed"):
             # best frames are good frames (a failed gate scores 0 and is never chosen)
             usable = [i for i in keyframes if i in subject and i in good]
-            aligned = [align_face(frames[i].image, subject[i].points) for i in usable]
+            aligned = [
+                prepare_for_embedding(
+                    align_face(frames[i].image, subject[i].points), q[i].brightness
+                )
+                for i in usable
+            ]
             emb = dict(zip(usable, self.embedder.embed(aligned), strict=True))
 
         probe_frames = [i for i in best if i in emb]

@@ -20,7 +20,7 @@ def photo(data_dir):
 
 
 def test_dim_blurred_reference_is_weak_but_used(verifier, data_dir, photo):
-    dim = cv2.GaussianBlur((photo.astype(np.float32) * 0.25).astype(np.uint8), (0, 0), 2.0)
+    dim = cv2.GaussianBlur((photo.astype(np.float32) * 0.18).astype(np.uint8), (0, 0), 2.0)
     ref = verifier.enroll(dim)
     assert ref.usable and ref.weak and "too dark" in ref.weaknesses, ref.to_dict()
     assert ref.quality.brightness < verifier.config.quality.min_brightness
