@@ -47,12 +47,12 @@ def test_a_clear_centred_face_is_ok(client, data_dir):
 
 def test_dark_small_off_centre_and_two_faces(client, data_dir):
     frame = frame_at(data_dir / GENUINE, 2.0)
-    dark = (frame.astype(np.float32) * 0.12).astype(np.uint8)
+    dark = (frame.astype(np.float32) * 0.18).astype(np.uint8)
     assert "too_dark" in codes(client, dark)
-    # The same face at a fifth of its size in the corner of a 640x480 grey picture.
+    # The same picture at a tenth of its size in the corner of a 640x480 grey one.
     canvas = np.full((480, 640, 3), 120, np.uint8)
-    small = cv2.resize(frame, (100, 100), interpolation=cv2.INTER_AREA)
-    canvas[10:110, 10:110] = small
+    small = cv2.resize(frame, (52, 52), interpolation=cv2.INTER_AREA)
+    canvas[10:62, 10:62] = small
     assert {"too_small", "off_centre"} <= codes(client, canvas)
     couple = cv2.imread(str(data_dir / "faces/deepface/couple.jpg"))
     assert "two_faces" in codes(client, couple)
