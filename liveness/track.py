@@ -3,12 +3,14 @@ is it the same person throughout."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from .align import align_face
 from .detect import Face
+from .quality import measure
 from .reasons import Reason, ReasonCode
 
 
@@ -147,25 +149,39 @@ def describe_other_faces(
     return out
 
 
+# The reason for each quality problem of liveness.quality.FaceQuality.problems.
+QUALITY_REASONS = {
+    "dark": ReasonCode.LOW_QUALITY_DARK,
+    "bright": ReasonCode.LOW_QUALITY_BRIGHT,
+    "blur": ReasonCode.LOW_QUALITY_BLUR,
+    "small": ReasonCode.FACE_TOO_SMALL,
+    "pose": ReasonCode.POSE_NOT_FRONTAL,
+}
+
+
 def unfollowed_face_reason(detector, frames: list, thresholds, samples: int = 5) -> Reason:
     """The reason when the landmarker followed no face in any frame.
 
-    YuNet looks at up to ``samples`` frames spread over the recording. Where it sees a face
-    of a usable size in most of them, a person is there whose features the landmarker
+    YuNet looks at up to ``samples`` frames spread over the recording. Nothing in most of
+    them: ``NO_FACE``. A face that fails a quality gate (the median frame's commonest
+    problem: too dark, too small, blurred...): that gate's reason, so the person knows what
+    to change. A face that passes them: a person is there whose features the landmarker
     cannot follow (a mask or a hand over the face: videos-wild ``nam157 2.mp4``, a masked
-    face of 109 px): ``NO_FACE`` as ``review``, with a sentence saying what to change. A
-    face under the size gate gives ``FACE_TOO_SMALL``; nothing gives ``NO_FACE``.
+    face of 109 px): ``NO_FACE`` as ``review``, with a sentence saying what to change.
     """
     idx = np.linspace(0, len(frames) - 1, min(samples, len(frames))).round().astype(int)
-    sizes = []
+    seen = []
     for i in sorted(set(idx.tolist())):
         faces = detector.detect(frames[i].image)
-        sizes.append(max(f.size for f in faces) if faces else 0.0)
-    seen = [s for s in sizes if s > 0]
-    if len(seen) * 2 <= len(sizes):
+        if faces:
+            main = max(faces, key=lambda f: f.size)
+            seen.append(measure(frames[i].image, main.box).problems(thresholds))
+    if len(seen) * 2 <= len(idx):
         return Reason.of(ReasonCode.NO_FACE)
-    if float(np.median(seen)) < thresholds.min_face_px:
-        return Reason.of(ReasonCode.FACE_TOO_SMALL)
+    failing = [p for p in seen if p]
+    if len(failing) * 2 > len(seen):
+        counts = Counter(q for p in failing for q in p)
+        return Reason.of(QUALITY_REASONS[counts.most_common(1)[0][0]])
     return Reason.of(
         ReasonCode.NO_FACE,
         "review",
