@@ -76,9 +76,9 @@ class VerifierConfig:
     min_good_frames: int = 3
     min_good_fraction: float = 0.2
     # Identity: SUBJECT_CHANGED needs this many consecutive keyframes (2 s apart) under the
-    # similarity of this FMR in the calibration (0.115 at 10 %). Measured on the real live
-    # clips (benchmarks/README.md, "Real recordings"): head turns and masks gave single
-    # frames down to 0.17 against each other under the old all-pairs minimum.
+    # similarity of this FMR in the calibration (0.115 at 10 %). Measured on the 49 real
+    # live clips (benchmarks/README.md, "Real recordings"): against the typical keyframe the
+    # lowest is 0.236; the old all-pairs minimum fell to 0.17 with head turns and masks.
     subject_different_fmr: float = 0.1
     subject_change_run: int = 2
     # YuNet score accepted where the landmarks already show the face, and for a reference
