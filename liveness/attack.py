@@ -92,6 +92,14 @@ class PresentationAttackDetector:
         """Each model's live probability for one face."""
         return [float(p[0]) for p in self._probabilities([(image, box)])]
 
+    def per_model_many(self, faces: list[tuple[np.ndarray, np.ndarray]]) -> list[list[float]]:
+        """:meth:`per_model` of each ``(image, box)``: ``[n_faces][n_models]``, with one call
+        per model for all the faces where the model takes a batch."""
+        if not faces:
+            return []
+        per_model = np.asarray(self._probabilities(faces), dtype=np.float64)
+        return [[float(x) for x in col] for col in per_model.T]
+
     def live_probabilities(self, faces: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
         """:meth:`live_probability` of each ``(image, box)``, with one model call per model
         for all the faces where the model takes a batch (:attr:`OnnxModel.accepts_batch`).
@@ -126,3 +134,17 @@ def _pad_input(image: np.ndarray, box: np.ndarray, c: PadModelContract) -> np.nd
     if c.rgb:
         crop = crop[:, :, ::-1]
     return np.ascontiguousarray(crop.astype(np.float32).transpose(2, 0, 1) / c.divide)
+
+
+def pool(scores: list[float], how: str = "median") -> float:
+    """One live score for a recording from its frames' scores: ``median`` (one frame with
+    motion blur or a half-closed eye does not pull the clip down, nor does one lucky frame
+    lift a replay) or ``mean``. Measured on the shared real clips: benchmarks/README.md,
+    "Real recordings"."""
+    if not scores:
+        raise ValueError("no frame scores to pool")
+    if how == "median":
+        return float(np.median(scores))
+    if how == "mean":
+        return float(np.mean(scores))
+    raise ValueError(f"unknown pooling {how!r}")

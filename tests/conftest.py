@@ -34,3 +34,12 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.fail(f"data directory {DATA_DIR} not found; set LIVENESS_DATA_DIR")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def verifier(model_dir):
+    """One Verifier (models loaded once) for every test module that does not make its own."""
+    from liveness import Verifier
+
+    with Verifier(model_dir) as v:
+        yield v

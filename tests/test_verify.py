@@ -94,7 +94,7 @@ def test_two_people_reference_is_unusable(verifier, videos, data_dir):
     result = verifier.verify(
         videos / "talking_head_wda_1.mp4", data_dir / "faces/deepface/couple.jpg"
     )
-    assert result.decision == "reject"
+    assert result.decision == "review"  # the person cannot fix the photo on file
     assert codes(result) == {"REFERENCE_UNUSABLE"}
     with pytest.raises(liveness.ReferenceUnusableError, match="more than one face"):
         verifier.enroll(data_dir / "faces/deepface/couple.jpg", require_usable=True)
@@ -175,10 +175,15 @@ def test_dark_video_is_rejected_as_too_dark(verifier, videos):
 
 def test_blurred_video_is_rejected_as_blurred(verifier, videos):
     frames, fps = read_frames(videos / "talking_head_wda_1.mp4", limit=75)
-    blurred = [cv2.GaussianBlur(f, (0, 0), 6) for f in frames]
-    result = verifier.verify(blurred, frame_at(videos / "talking_head_wda_1.mp4", 7.5), fps=fps)
+    ref = frame_at(videos / "talking_head_wda_1.mp4", 7.5)
+    blurred = [cv2.GaussianBlur(f, (0, 0), 9) for f in frames]
+    result = verifier.verify(blurred, ref, fps=fps)
     assert result.decision == "reject"
     assert "LOW_QUALITY_BLUR" in codes(result)
+    # Less blur (sharpness ~20, over the gate of 18): still recognised, never accepted on a
+    # live score the blur has pulled down (benchmarks/README.md, "Quality gates").
+    result = verifier.verify([cv2.GaussianBlur(f, (0, 0), 6) for f in frames], ref, fps=fps)
+    assert result.decision != "accept" and result.match.similarity > 0.5
 
 
 def test_tiny_video_is_rejected_with_a_reason(verifier, videos, data_dir):

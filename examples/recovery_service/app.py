@@ -45,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from liveness import InputError, Reference, Verifier
 from liveness.audit import AuditLog, load_audit_key
 from liveness.fingerprint import FingerprintIndex
+from liveness.hints import capture_hints
 from liveness.reasons import ReasonCode
 from liveness.sessions import (
     ENV_KEY,
@@ -59,6 +60,7 @@ from liveness.sessions import (
     verify_token,
 )
 from liveness.stores import store_from_url
+from liveness.video import load_image
 
 from .purge import PurgeSchedule
 from .security import (
@@ -1029,6 +1031,26 @@ def create_app(
         return await run_in_threadpool(
             svc(request).enroll, account, data, kind, actor=actor, client=_client(request)
         )
+
+    @app.post("/capture-hints")
+    async def post_capture_hints(request: Request):
+        """Hints for one camera preview frame (JPEG or PNG body, not kept): see
+        :func:`liveness.hints.capture_hints` (the verifier's own quality thresholds)."""
+        limit(request, "hint")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > config.max_photo_bytes:
+                return _too_large(config.max_photo_bytes)
+        verifier = svc(request).verifier
+        try:
+            image = load_image(bytes(data))
+        except InputError as exc:
+            raise ServiceError(422, "PHOTO_UNREADABLE", "Send one JPEG or PNG frame.") from exc
+        hints = await run_in_threadpool(
+            capture_hints, image, verifier.detector, verifier.config.quality
+        )
+        return {"hints": [h.to_dict() for h in hints]}
 
     @app.post("/recoveries")
     def post_recovery(body: dict, request: Request):

@@ -98,6 +98,10 @@ class ClientLimits:
     uploads_per_client: int = 10
     uploads_total: int = 60
     enrolments_total: int = 60
+    # The capture page asks for hints once a second while the preview runs (static/hints.js):
+    # twice that per client, and a total that keeps YuNet on hint frames to a few a second.
+    hints_per_client: int = 120
+    hints_total: int = 600
     junk_per_client: int = 5
     junk_window: float = 600.0
     junk_block: float = 600.0
@@ -132,7 +136,7 @@ class ClientLimiter:
         return None
 
     def allow(self, kind: str, client: str, now: float | None = None) -> float | None:
-        """Count one ``kind`` event ("start", "upload", "enrol", "auth") from ``client``;
+        """Count one ``kind`` event ("start", "upload", "enrol", "hint", "auth") from ``client``;
         returns None when allowed, else the seconds to wait."""
         now = time.monotonic() if now is None else now
         lim = self.limits
@@ -140,6 +144,7 @@ class ClientLimiter:
             "start": (lim.starts_per_client, lim.starts_total),
             "upload": (lim.uploads_per_client, lim.uploads_total),
             "enrol": (10**9, lim.enrolments_total),
+            "hint": (lim.hints_per_client, lim.hints_total),
             "auth": (lim.auth_failures_per_client, 10**9),
         }[kind]
         with self._lock:
