@@ -21,7 +21,9 @@ GENUINE = "videos/talking_head_wda_1.mp4"
 def client(model_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("hints") / "recovery.sqlite3"
     app = create_app(
-        ServiceConfig(db=db, model_dir=model_dir), keyring=Keyring.single(b"test-key-" * 4)
+        ServiceConfig(db=db, model_dir=model_dir),
+        keyring=Keyring.single(b"test-key-" * 4),
+        operator_key="op-hints-3JmQ7wZ1kRt5Xc9V",
     )
     with TestClient(app) as c:
         yield c

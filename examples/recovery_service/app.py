@@ -167,6 +167,8 @@ class ServiceConfig:
     spool_dir: Path | None = None
     # Bodies of requests that are not uploads (JSON) are refused above this.
     max_json_bytes: int = 16 * 1024
+    # One camera preview frame sent for capture hints (static/hints.js sends a small JPEG).
+    max_hint_bytes: int = 1024 * 1024
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     # Seconds to wait for SQLite's write lock before answering 503 with Retry-After.
     db_busy_timeout: float = 10.0
@@ -819,11 +821,14 @@ def _too_large(limit: int) -> JSONResponse:
 
 def body_limit(config: ServiceConfig, method: str, path: str) -> int:
     """The largest body a request may send: the upload limits on the two upload routes
-    (plus 64 KB for the form's other fields), ``max_json_bytes`` everywhere else."""
+    (plus 64 KB for the form's other fields), ``max_hint_bytes`` for a preview frame sent
+    for capture hints, ``max_json_bytes`` everywhere else."""
     if method == "POST" and path.startswith("/recoveries/") and path.endswith("/video"):
         return config.max_upload_bytes + 64 * 1024
     if method == "PUT" and path.startswith("/accounts/") and path.endswith("/reference"):
         return config.max_photo_bytes + 64 * 1024
+    if method == "POST" and path == "/capture-hints":
+        return config.max_hint_bytes
     return config.max_json_bytes
 
 
@@ -1040,8 +1045,8 @@ def create_app(
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
-            if len(data) > config.max_photo_bytes:
-                return _too_large(config.max_photo_bytes)
+            if len(data) > config.max_hint_bytes:
+                return _too_large(config.max_hint_bytes)
         verifier = svc(request).verifier
         try:
             image = load_image(bytes(data))
