@@ -580,7 +580,10 @@ class RecoveryService:
             return Outcome(422, body)
         except Exception:
             msg = "Something went wrong on our side. Start a new recovery attempt later."
-            self._finish(recovery_id, "failed", {"error": "INTERNAL", "message": msg})
+            retry_unavailable(
+                lambda: self._finish(recovery_id, "failed", {"error": "INTERNAL", "message": msg}),
+                self.config.outcome_retry_s,
+            )
             raise
         body = public_result(recovery_id, result)
         # The verification ran and the token is spent: its outcome is recorded even across
