@@ -109,6 +109,9 @@ def test_service_db_operations_and_a_cross_process_claim_race(db_url):
         assert failed == [("r1", "ann")]
         assert db.recovery("r1")[3:] == ("failed", '{"error":"INTERRUPTED"}')
         assert db.recovery("r2")[3] == "processing"  # another instance's, still running
+        assert not db.release("r2", winner)  # only the claiming instance gives it back
+        assert db.release("r2", "other") and db.recovery("r2")[3] == "waiting"
+        assert db.claim("r2", "other")
         stale = db.fail_interrupted(winner, "{}", time.time(), time.time() + 1)
         assert stale == [("r2", "ann")]
         db.finish("r2", "done", '{"decision":"accept"}', 30.0)
@@ -295,17 +298,23 @@ def test_load_and_faults_across_two_instances(postgres_server, tmp_path):  # noq
     t = time.perf_counter()
     out = run(200, db_url=url, workdir=tmp_path / "load", restart_db=restart_db)
     assert time.perf_counter() - t < 300
-    assert out["five_hundreds_other_than_503"] == []
-    assert out["responses_503_without_retry_after"] == 0
-    assert out["recoveries_started"] == 200
-    assert out["upload_pairs"] == {"200 + 409": 200}
-    assert out["verified_exactly_once"] == 200 and out["verified_more_than_once"] == 0
-    assert out["recovery_status"] == {"done": 200}
-    assert out["decision_rows_exactly_one"] == 200 and out["started_rows_exactly_one"] == 200
+    print(json.dumps(out, indent=1))  # the figures (pytest -s shows them)
+    figures = json.dumps(out)
+    assert out["five_hundreds_other_than_503"] == [], figures
+    assert out["responses_503_without_retry_after"] == 0, figures
+    assert out["recoveries_started"] == 200, figures
+    assert out["upload_pairs"] == {"200 + 409": 200}, figures
+    assert out["verified_exactly_once"] == 200 and out["verified_more_than_once"] == 0, figures
+    assert out["recovery_status"] == {"done": 200}, figures
+    assert out["decision_rows_exactly_one"] == 200 and out["started_rows_exactly_one"] == 200, (
+        figures
+    )
     assert out["audit_chain_ok"], out["audit_problems"]
     kill = out["kill"]
-    assert kill["verification_started_before_kill"] and kill["client_saw"] is None
-    assert kill["status_after_restart"] == "failed" and kill["error_after_restart"] == "INTERRUPTED"
-    assert kill["verifications"] == 1 and kill["reupload_status"] == 409
-    assert kill["interrupted_rows"] == 1 and kill["decision_rows"] == 0
-    assert out["db_restart"]["down_s"] >= 2.0
+    assert kill["verification_started_before_kill"] and kill["client_saw"] is None, figures
+    assert (
+        kill["status_after_restart"] == "failed" and kill["error_after_restart"] == "INTERRUPTED"
+    ), figures
+    assert kill["verifications"] == 1 and kill["reupload_status"] == 409, figures
+    assert kill["interrupted_rows"] == 1 and kill["decision_rows"] == 0, figures
+    assert out["db_restart"]["down_s"] >= 2.0, figures

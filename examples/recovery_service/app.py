@@ -554,12 +554,21 @@ class RecoveryService:
         # One upload per recovery, even when two race (on one instance or several).
         if not self.db.claim(recovery_id, self.instance):
             return self._already_used(recovery_id, account, now, client)
-        reference = self.reference(account)
         try:
+            reference = self.reference(account)
             with self._slots:
                 result = self.verifier.verify(
                     video, reference, challenge=token, mirrored=mirrored, account=account
                 )
+        except StoreUnavailable:
+            # The database went away before an outcome: the attempt goes back to `waiting`
+            # and the person's retry (after Retry-After) finishes it. A token already spent
+            # is then refused as SESSION_ALREADY_USED, with that outcome recorded; never
+            # verified twice (db.py, README "Several instances").
+            retry_unavailable(
+                lambda: self.db.release(recovery_id, self.instance), self.config.outcome_retry_s
+            )
+            raise
         except InputError as exc:
             # Junk that never reached the analysis: against the client, not the owner.
             self._junk(client)

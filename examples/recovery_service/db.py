@@ -236,6 +236,17 @@ class ServiceDB:
             )
             return cur.rowcount == 1
 
+    def release(self, recovery_id: str, instance: str = "") -> bool:
+        """``processing`` -> ``waiting`` again, when this instance claimed it and could not
+        record an outcome (the database went away mid-verification)."""
+        with self._tx(write=True) as c:
+            cur = c.execute(
+                "UPDATE recoveries SET status = 'waiting', claimed_by = NULL, claimed_at = NULL "
+                "WHERE id = ? AND status = 'processing' AND claimed_by = ?",
+                (recovery_id, instance),
+            )
+            return cur.rowcount == 1
+
     def finish(self, recovery_id: str, status: str, outcome: str, now: float) -> None:
         with self._tx(write=True) as c:
             c.execute(
