@@ -4,9 +4,9 @@ The parts, and where each lives:
 
 * :class:`RecoveryService` does the work and knows nothing about HTTP: it holds the one
   :class:`liveness.Verifier` (models loaded once), the :class:`~liveness.sessions.ChallengeGate`
-  (signing keys + SQLite session store with its rate limit) and the service's own tables in
-  the same SQLite file: reference templates and photos, recoveries, and the append-only
-  audit log.
+  (signing keys + session store with its rate limit, ``--store``) and the service's own
+  tables behind ``--db`` (a SQLite file or PostgreSQL, :mod:`.db`): reference templates and
+  photos, recoveries, and the append-only audit log.
 * :func:`create_app` wraps it in a FastAPI application and serves the capture page.
 
 What the person sees never contains the raw score: a decision, a headline and the reasons'
