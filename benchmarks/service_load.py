@@ -393,9 +393,18 @@ def kill_mid_upload(insts, victim: int, account: str, verifications: Path, tally
     }
 
 
-def run(n: int, *, db_url: str, workdir: Path, restart_db=None, delay: float = 0.05) -> dict:
+def run(
+    n: int,
+    *,
+    db_url: str,
+    workdir: Path,
+    restart_db=None,
+    delay: float = 0.05,
+    store_url: str | None = None,
+) -> dict:
     """The whole load + fault run against the PostgreSQL at ``db_url`` (``restart_db()``
-    stops and starts it; None skips that fault). Returns the figures and the checks."""
+    stops and starts it; None skips that fault), sessions in ``store_url`` (default: the same
+    database). Returns the figures and the checks."""
     from liveness.audit import AuditLog
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -405,14 +414,20 @@ def run(n: int, *, db_url: str, workdir: Path, restart_db=None, delay: float = 0
     insts = []
     for name in ("a", "b"):
         cmd = [
-            "-m", "benchmarks.service_load", "serve", "--db", db_url, "--store", db_url,
+            "-m", "benchmarks.service_load", "serve", "--db", db_url,
+            "--store", store_url or db_url,
             "--instance", name, "--state-dir", str(workdir / name), "--log", str(verifications),
             "--delay", str(delay),
         ]  # fmt: skip
         insts.append(Instance(name, cmd, env, log=workdir / f"{name}.log"))
     tally = Tally()
     results: list = []
-    figures: dict = {"recoveries": n, "instances": len(insts), "plumbing_verifier": True}
+    figures: dict = {
+        "recoveries": n,
+        "instances": len(insts),
+        "session_store": (store_url or db_url).split(":", 1)[0],
+        "plumbing_verifier": True,
+    }
     try:
         figures["start_s"] = [round(i.start(), 2) for i in insts]
         op = {"Authorization": f"Bearer {env['LIVENESS_OPERATOR_KEY']}"}
@@ -517,13 +532,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recoveries", type=int, default=200)
     ap.add_argument("--delay", type=float, default=0.05, help="plumbing verification seconds")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument(
+        "--store", choices=("postgresql", "redis"), default="postgresql", help="session store"
+    )
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     import tempfile
 
-    from servers import PostgresServer
+    from servers import PostgresServer, RedisServer
 
     srv = PostgresServer.create()
+    redis = RedisServer.create() if a.store == "redis" else None
     try:
 
         def restart() -> None:
@@ -532,9 +551,18 @@ def main(argv: list[str] | None = None) -> None:
             srv.start()
 
         workdir = Path(a.workdir or tempfile.mkdtemp(prefix="service-load-"))
-        out = run(a.recoveries, db_url=srv.url, workdir=workdir, restart_db=restart, delay=a.delay)
+        out = run(
+            a.recoveries,
+            db_url=srv.url,
+            workdir=workdir,
+            restart_db=restart,
+            delay=a.delay,
+            store_url=redis.url if redis else None,
+        )
     finally:
         srv.destroy()
+        if redis is not None:
+            redis.destroy()
     print(json.dumps(out, indent=1))
 
 
