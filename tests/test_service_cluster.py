@@ -318,3 +318,73 @@ def test_load_and_faults_across_two_instances(postgres_server, tmp_path):  # noq
     assert kill["verifications"] == 1 and kill["reupload_status"] == 409, figures
     assert kill["interrupted_rows"] == 1 and kill["decision_rows"] == 0, figures
     assert out["db_restart"]["down_s"] >= 2.0, figures
+
+
+# -- the database going away mid-upload (deterministic replays of the load run's faults) -------
+
+
+def test_database_lost_mid_upload_gives_503_then_the_retry_finishes_it(tmp_path, monkeypatch):
+    """Plumbing analysis step (benchmarks.service_load.PlumbingVerifier). The store fails as
+    the token is spent: 503 with Retry-After, the attempt back to `waiting`, and the retry is
+    verified once. The database fails twice as the outcome is written: the outcome is
+    retried and recorded (200), one decision row."""
+    from fastapi.testclient import TestClient
+
+    from benchmarks.service_load import PlumbingVerifier
+    from examples.recovery_service import ServiceConfig, create_app
+    from liveness.sessions import Keyring
+
+    monkeypatch.setenv("LIVENESS_AUDIT_KEY", AUDIT_KEY.decode())
+    log = tmp_path / "verifications.log"
+    config = ServiceConfig(db=f"sqlite:///{tmp_path / 'svc.sqlite3'}", outcome_retry_s=5.0)
+    operator = secrets.token_urlsafe(24)
+    app = create_app(
+        config,
+        verifier=PlumbingVerifier(str(log), "t", delay=0.0),
+        keyring=Keyring.single(secrets.token_bytes(32), "k1"),
+        operator_key=operator,
+    )
+    with TestClient(app) as client:
+        service = app.state.service
+        r = client.put(
+            "/accounts/ann/reference",
+            files={"photo": ("p.png", b"photo", "image/png")},
+            headers={"Authorization": f"Bearer {operator}"},
+        )
+        assert r.status_code == 200, r.text
+        s = client.post("/recoveries", json={"account": "ann"}).json()
+        rid, token = s["recovery_id"], s["token"]
+
+        def upload(body: bytes):
+            return client.post(
+                f"/recoveries/{rid}/video",
+                files={"video": ("c.webm", body, "video/webm")},
+                data={"token": token},
+            )
+
+        consume = service.store.consume
+        monkeypatch.setattr(
+            service.store, "consume", lambda *a: (_ for _ in ()).throw(StoreUnavailable("down"))
+        )
+        r = upload(b"clip-1")
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert service.db.recovery(rid)[3] == "waiting" and not log.exists()
+        monkeypatch.setattr(service.store, "consume", consume)
+
+        finish, fails = service.db.finish, []
+
+        def flaky_finish(*a):
+            if len(fails) < 2:
+                fails.append(1)
+                raise StoreUnavailable("restarting")
+            return finish(*a)
+
+        monkeypatch.setattr(service.db, "finish", flaky_finish)
+        r = upload(b"clip-2")
+        assert r.status_code == 200 and r.json()["decision"] == "accept", r.text
+        assert len(fails) == 2 and service.db.recovery(rid)[3] == "done"
+        assert log.read_text().split() == [rid, "t"]  # verified once
+        assert upload(b"clip-3").status_code == 409
+        decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
+        assert [e["recovery_id"] for e in decisions] == [rid]
+        assert service.audit_chain_ok()
