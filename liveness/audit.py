@@ -1,4 +1,5 @@
-"""A keyed, append-only audit chain in SQLite, and its check (``liveness audit verify``).
+"""A keyed, append-only audit chain in SQLite or PostgreSQL, and its check
+(``liveness audit verify --db PATH|URL``).
 
 Each row's ``mac`` is HMAC-SHA256, under an *audit key* kept apart from the token signing
 key, of every column of the row (id, time, event, actor, client address, account, recovery
@@ -15,6 +16,14 @@ but not the key:
 
 Triggers refuse ``UPDATE`` and ``DELETE`` as a first line (they can be dropped by someone
 with write access; the MAC cannot be forged without the key).
+
+``db`` is a SQLite file (``PATH`` or ``sqlite:///PATH``) or a PostgreSQL URL
+(``postgresql://...``). Appends from any number of processes stay one linear chain: SQLite's
+``BEGIN IMMEDIATE`` write lock, or PostgreSQL's ``pg_advisory_xact_lock`` taken before the head
+is read, serialise them (the head read, the insert and the head export happen under the lock).
+With several service instances each instance's head file is a *checkpoint* that may lag the
+others' appends: :class:`AuditLog` with ``head_may_lag=True`` accepts a longer chain as long
+as it passes through the checkpoint (same id, same MAC).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sessions import KeyConfigError, StoreUnavailable, check_key_strength
+from .stores.url import redact
 
 log = logging.getLogger("liveness.audit")
 
@@ -58,6 +68,43 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
+
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    id BIGINT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT,
+    client TEXT,
+    account TEXT,
+    recovery_id TEXT,
+    entry TEXT NOT NULL,
+    prev_mac TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log;
+CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()
+"""
+# Advisory lock key of the chain's head (any constant shared by every writer).
+PG_LOCK = 0x6C697665  # "live"
+
+
+def is_postgres_url(db: str) -> bool:
+    """Whether ``db`` names a PostgreSQL database rather than a SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(db: str) -> str:
+    """The file of ``PATH`` or ``sqlite:///PATH`` (``sqlite:////abs`` for an absolute one)."""
+    if db.startswith("sqlite://"):
+        rest = db[len("sqlite://") :]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise KeyConfigError(f"{db!r}: write sqlite:///relative/file or sqlite:////abs/file")
+        return rest[1:]
+    return db
 
 
 def load_audit_key(
@@ -115,7 +162,7 @@ def _mac(key: bytes, row: tuple, prev_mac: str) -> str:
 
 
 class AuditLog:
-    """The chain in table ``audit_log`` of the SQLite file ``db``."""
+    """The chain in table ``audit_log`` of the SQLite file or PostgreSQL database ``db``."""
 
     def __init__(
         self,
@@ -124,17 +171,60 @@ class AuditLog:
         *,
         head_file: str | os.PathLike | None = None,
         busy_timeout: float = 10.0,
+        head_may_lag: bool = False,
     ) -> None:
-        self.db = os.fspath(db)
+        db = os.fspath(db)
+        self.postgres = is_postgres_url(db)
+        self.url = db
+        self.db = db if self.postgres else sqlite_path(db)
         self._key = key
         self.head_file = Path(head_file) if head_file is not None else None
         self.busy_timeout = busy_timeout
+        self.head_may_lag = head_may_lag
+        self._pool = None
+        if self.postgres:
+            import psycopg
+            from psycopg_pool import ConnectionPool
 
-    def __repr__(self) -> str:  # never the key
-        return f"AuditLog({self.db!r}, head_file={self.head_file!s})"
+            self._down = (psycopg.OperationalError, psycopg.InterfaceError)
+            self._pool = ConnectionPool(
+                db,
+                min_size=1,
+                max_size=4,
+                timeout=busy_timeout,
+                kwargs={"connect_timeout": max(1, round(busy_timeout))},
+                check=ConnectionPool.check_connection,
+                open=False,
+                name="liveness-audit",
+            )
+            try:
+                self._pool.open(wait=True, timeout=busy_timeout)
+            except self._down as exc:
+                self._pool.close()
+                raise StoreUnavailable(f"postgresql {redact(db)}: {exc}") from exc
+
+    def __repr__(self) -> str:  # never the key (nor a password)
+        return f"AuditLog({redact(self.url)!r}, head_file={self.head_file!s})"
+
+    def close(self) -> None:
+        """Close the PostgreSQL pool (nothing to do for SQLite)."""
+        if self._pool is not None:
+            self._pool.close()
 
     @contextlib.contextmanager
-    def _conn(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _conn(self, write: bool = False) -> Iterator:
+        """A connection whose ``execute`` takes ``?`` placeholders in either backend; with
+        ``write`` one transaction holding the chain's write lock."""
+        if self.postgres:
+            try:
+                with self._pool.connection(timeout=self.busy_timeout) as conn:
+                    with conn.transaction():
+                        if write:
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
+                        yield _PgAdapter(conn)
+            except self._down as e:
+                raise StoreUnavailable(f"postgresql {redact(self.url)}: {e}") from e
+            return
         try:
             conn = sqlite3.connect(self.db, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.OperationalError as e:
@@ -157,8 +247,14 @@ class AuditLog:
             conn.close()
 
     def init(self) -> None:
-        """Create the table (an older unkeyed ``audit_log`` is kept as
+        """Create the table (an older unkeyed SQLite ``audit_log`` is kept as
         ``audit_log_unkeyed``)."""
+        if self.postgres:
+            with self._conn(write=True) as c:
+                for stmt in PG_SCHEMA.split(";\n"):
+                    if stmt.strip():
+                        c.raw.execute(stmt)
+            return
         with self._conn(write=True) as c:
             cols = [r[1] for r in c.execute("PRAGMA table_info(audit_log)")]
             if cols and "mac" not in cols:
@@ -196,7 +292,7 @@ class AuditLog:
         )
         with self._conn(write=True) as c:
             row = c.execute("SELECT id, mac FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-            rid, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+            rid, prev = (int(row[0]) + 1, row[1]) if row else (1, GENESIS)
             values = (rid, now, event, actor, client, account, recovery_id, entry)
             mac = _mac(self._key, values, prev)
             c.execute(
@@ -225,12 +321,14 @@ class AuditLog:
 
     def verify(self, head: dict | None = None) -> AuditReport:
         """Check every row's MAC and link, and the last row against ``head`` (default: the
-        head file, when there is one)."""
+        head file, when there is one). With ``head_may_lag`` a chain longer than the head
+        passes when its row ``head.id`` carries ``head.mac`` (another instance appended)."""
         if head is None and self.head_file is not None and self.head_file.exists():
             head = json.loads(self.head_file.read_text())
+        hid = head.get("id") if head is not None else None
         problems: list[str] = []
         prev, expect_id, n = GENESIS, 1, 0
-        last_id, last_mac = None, None
+        last_id, last_mac, mac_at_head = None, None, None
         with self._conn() as c:
             cur = c.execute(
                 "SELECT id, at, event, actor, client, account, recovery_id, entry, prev_mac, mac "
@@ -238,7 +336,7 @@ class AuditLog:
             )
             for *values, prev_mac, mac in cur:
                 n += 1
-                rid = values[0]
+                values[0] = rid = int(values[0])
                 if rid != expect_id:
                     problems.append(f"row {rid}: expected id {expect_id} (rows missing)")
                 if prev_mac != prev:
@@ -247,11 +345,13 @@ class AuditLog:
                     problems.append(f"row {rid}: MAC does not match its contents")
                 prev, expect_id = mac, rid + 1
                 last_id, last_mac = rid, mac
+                if rid == hid:
+                    mac_at_head = mac
                 if len(problems) > 50:
                     problems.append("too many problems; stopped")
                     break
         if head is not None:
-            hid, hmac_ = head.get("id"), head.get("mac")
+            hmac_ = head.get("mac")
             if last_id is None or last_id < hid:
                 problems.append(
                     f"the chain ends at row {last_id}, before the exported head {hid}: "
@@ -259,8 +359,21 @@ class AuditLog:
                 )
             elif last_id == hid and last_mac != hmac_:
                 problems.append(f"row {hid} is not the exported head")
-            elif last_id > hid:
+            elif last_id > hid and not self.head_may_lag:
                 problems.append(
                     f"rows after the exported head {hid} ({last_id - hid}): head not updated"
                 )
+            elif last_id > hid and mac_at_head != hmac_:
+                problems.append(f"row {hid} is not the exported checkpoint")
         return AuditReport(not problems, n, last_id, last_mac, problems)
+
+
+class _PgAdapter:
+    """A psycopg connection whose ``execute`` takes SQLite's ``?`` placeholders (the
+    statements here contain no other ``?``)."""
+
+    def __init__(self, conn) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.raw.execute(sql.replace("?", "%s"), params)

@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="check a service's keyed audit chain")
     asub = a.add_subparsers(dest="audit_command", required=True)
     av = asub.add_parser("verify", help="check every entry's MAC, the links and the head")
-    av.add_argument("--db", required=True, help="the SQLite file holding audit_log")
+    av.add_argument(
+        "--db", required=True, help="the SQLite file (PATH, sqlite:///PATH) or postgresql://..."
+    )
     av.add_argument("--audit-key-file", help="audit key file (else $LIVENESS_AUDIT_KEY)")
     av.add_argument("--head", help="exported head file (default: <db>.audit-head if present)")
 
@@ -231,17 +233,25 @@ def _audit_verify(args) -> int:
     """Exit 0 when the chain holds, 1 when it was changed (the problems printed as JSON)."""
     from pathlib import Path
 
-    from .audit import AuditLog, load_audit_key
+    from .audit import AuditLog, is_postgres_url, load_audit_key, sqlite_path
 
-    if not Path(args.db).is_file():
+    shared = is_postgres_url(args.db)
+    if not shared and not Path(sqlite_path(args.db)).is_file():
         raise LivenessError(f"no database at {args.db}")
-    head = Path(args.head) if args.head else Path(f"{args.db}.audit-head")
+    # A PostgreSQL chain has no file beside it: its heads are the instances' checkpoints.
+    default_head = None if shared else Path(f"{sqlite_path(args.db)}.audit-head")
+    head = Path(args.head) if args.head else default_head
     if args.head and not head.is_file():
         raise LivenessError(f"no head file at {args.head}")
-    chain = AuditLog(args.db, load_audit_key(args.audit_key_file), head_file=head)
-    report = chain.verify() if head.is_file() else chain.verify(head=None)
+    chain = AuditLog(
+        args.db, load_audit_key(args.audit_key_file), head_file=head, head_may_lag=shared
+    )
+    try:
+        report = chain.verify() if head and head.is_file() else chain.verify(head=None)
+    finally:
+        chain.close()
     doc = report.to_dict()
-    doc["head_file"] = str(head) if head.is_file() else None
+    doc["head_file"] = str(head) if head and head.is_file() else None
     print(json.dumps(doc, indent=1))
     return 0 if report.ok else EXIT_NOT_ACCEPTED
 

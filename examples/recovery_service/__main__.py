@@ -19,7 +19,16 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m examples.recovery_service",
         description="Account recovery with a selfie video: API and capture page.",
     )
-    ap.add_argument("--db", default="recovery.sqlite3", help="SQLite file for everything")
+    ap.add_argument(
+        "--db",
+        default="recovery.sqlite3",
+        help="the service's tables and audit chain: SQLite PATH or sqlite:///PATH, or "
+        "postgresql://... shared by several instances",
+    )
+    ap.add_argument("--instance", help="this instance's name (default: the host name)")
+    ap.add_argument(
+        "--state-dir", help="local files when --db is a server URL (default ./recovery-state)"
+    )
     ap.add_argument(
         "--store",
         metavar="URL",
@@ -60,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServiceConfig(
-        db=Path(args.db),
+        db=args.db if "://" in args.db else Path(args.db),
+        instance=args.instance,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
         model_dir=Path(args.model_dir) if args.model_dir else None,
         key_file=Path(args.key_file) if args.key_file else None,
         keep_evidence=Path(args.keep_evidence) if args.keep_evidence else None,

@@ -4,9 +4,9 @@ The parts, and where each lives:
 
 * :class:`RecoveryService` does the work and knows nothing about HTTP: it holds the one
   :class:`liveness.Verifier` (models loaded once), the :class:`~liveness.sessions.ChallengeGate`
-  (signing keys + SQLite session store with its rate limit) and the service's own tables in
-  the same SQLite file: reference templates and photos, recoveries, and the append-only
-  audit log.
+  (signing keys + session store with its rate limit, ``--store``) and the service's own
+  tables behind ``--db`` (a SQLite file or PostgreSQL, :mod:`.db`): reference templates and
+  photos, recoveries, and the append-only audit log.
 * :func:`create_app` wraps it in a FastAPI application and serves the capture page.
 
 What the person sees never contains the raw score: a decision, a headline and the reasons'
@@ -27,11 +27,10 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liveness import InputError, Reference, Verifier
-from liveness.audit import AuditLog, load_audit_key
+from liveness.audit import AuditLog, is_postgres_url, load_audit_key, sqlite_path
 from liveness.fingerprint import FingerprintIndex
 from liveness.hints import capture_hints
 from liveness.reasons import ReasonCode
@@ -62,6 +61,7 @@ from liveness.sessions import (
 from liveness.stores import store_from_url
 from liveness.video import load_image
 
+from .db import retry_unavailable, service_db
 from .purge import PurgeSchedule
 from .security import (
     ClientLimiter,
@@ -92,48 +92,14 @@ HEADLINES = {
     "reject": "We could not confirm it is you this time.",
 }
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reference_photos (
-    account TEXT PRIMARY KEY,
-    template TEXT NOT NULL,          -- Reference.to_dict() as JSON (embedding, model, quality)
-    photo BLOB NOT NULL,             -- the uploaded photo, for the operator to look at
-    photo_type TEXT NOT NULL,
-    enrolled_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recoveries (
-    id TEXT PRIMARY KEY,             -- the challenge session id
-    account TEXT NOT NULL,
-    actions TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    status TEXT NOT NULL,            -- waiting, processing, done, failed
-    outcome TEXT,                    -- what the person was shown (JSON)
-    finished_at REAL
-);
--- A replaced reference is kept here, with who replaced it (issue 12: no silent replacement).
-CREATE TABLE IF NOT EXISTS reference_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    account TEXT NOT NULL,
-    template TEXT NOT NULL,
-    photo BLOB NOT NULL,
-    photo_type TEXT NOT NULL,
-    enrolled_at REAL NOT NULL,
-    replaced_at REAL NOT NULL,
-    replaced_by TEXT
-);
-"""
-# Columns added after the first release (ALTER TABLE on older files).
-_ADDED_COLUMNS = {
-    "reference_photos": {"usable_from": "REAL NOT NULL DEFAULT 0", "enrolled_by": "TEXT"},
-    "recoveries": {"token_sha256": "TEXT", "client": "TEXT"},
-}
-
 
 @dataclass
 class ServiceConfig:
     """Everything the service can be told at start."""
 
-    db: Path
+    # The service's own tables and audit chain: a SQLite file (PATH or sqlite:///PATH) or
+    # postgresql://... shared by several instances (examples/recovery_service/db.py).
+    db: Path | str
     model_dir: Path | None = None
     key_file: Path | None = None
     # Keep each uploaded clip and the full result here (else uploads are deleted at once).
@@ -172,6 +138,17 @@ class ServiceConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     # Seconds to wait for SQLite's write lock before answering 503 with Retry-After.
     db_busy_timeout: float = 10.0
+    # Several instances on one database (issue 13): this instance's name (default: host
+    # name), recorded on the attempts it claims so that its restart fails only its own
+    # interrupted ones; attempts left `processing` longer than `stale_processing_s` (an
+    # instance that never came back) are failed by whichever instance starts next.
+    instance: str | None = None
+    stale_processing_s: float = 3600.0
+    # Local files (fingerprints, spool, audit head checkpoint) when `db` is a server URL.
+    state_dir: Path | None = None
+    # How long the outcome of a verification that ran is retried while the database is
+    # briefly unavailable (a restart), before the attempt is left to the interrupted rule.
+    outcome_retry_s: float = 30.0
 
 
 class ServiceError(Exception):
@@ -225,7 +202,12 @@ class RecoveryService:
         keyring: Keyring | None = None,
     ) -> None:
         self.config = config
-        self.db_path = str(config.db)
+        self.instance = config.instance or socket.gethostname()
+        url = os.fspath(config.db)
+        shared = is_postgres_url(url)
+        # db_path: the SQLite file, or (server URL) the local file for fingerprints.
+        local = Path(config.state_dir or "recovery-state") if shared else None
+        self.db_path = str(local / "local.sqlite3") if local else sqlite_path(url)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         # Every file the service creates is 0600 (reference photos are biometric data).
         old_umask = os.umask(0o077)
@@ -235,19 +217,24 @@ class RecoveryService:
             self.store = store_from_url(
                 config.store or self.db_path, limits=config.rate_limit, **options
             )
+            self.db = service_db(url, busy_timeout=config.db_busy_timeout)
             self.auditlog = AuditLog(
-                self.db_path,
-                load_audit_key(config.audit_key_file, create_beside=self.db_path),
+                url,
+                # Instances sharing a database share the audit key: given, never created.
+                load_audit_key(config.audit_key_file, create_beside=None if shared else url),
                 head_file=f"{self.db_path}.audit-head",
                 busy_timeout=config.db_busy_timeout,
+                head_may_lag=shared,
             )
             # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy).
             fingerprints = FingerprintIndex(self.db_path)
-            self._init_db()
+            self.auditlog.init()
+            self.db.init()
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
-            private_file(self.db_path + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                private_file(self.db_path + suffix)
         self.purger = PurgeSchedule(self.store, config.purge_every).start()
         self.gate = ChallengeGate(
             keyring or load_keyring(config.key_file), self.store, fingerprints
@@ -270,44 +257,12 @@ class RecoveryService:
     def close(self) -> None:
         self.purger.stop()
         self.store.close()
+        self.db.close()
+        self.auditlog.close()
         if self._own_verifier:
             self.verifier.close()
 
     # -- storage ------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection; SQLite's lock timeouts and I/O errors become StoreUnavailable (503)."""
-        try:
-            conn = sqlite3.connect(
-                self.db_path, timeout=self.config.db_busy_timeout, isolation_level=None
-            )
-            try:
-                if write:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield conn
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-                else:
-                    yield conn
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as e:
-            raise StoreUnavailable(f"{self.db_path}: {e}") from e
-
-    def _init_db(self) -> None:
-        self.auditlog.init()
-        with self._db() as c:
-            c.executescript(_SCHEMA)
-            for table, columns in _ADDED_COLUMNS.items():
-                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
-                for name, decl in columns.items():
-                    if name not in have:
-                        c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def audit(
         self, event: str, *, account=None, recovery_id=None, actor=None, client=None, **data
@@ -334,15 +289,10 @@ class RecoveryService:
             "message": "The check of your recording was interrupted on our side. Start a new "
             "recovery attempt; this one does not count against you.",
         }
-        with self._db(write=True) as c:
-            rows = c.execute(
-                "SELECT id, account FROM recoveries WHERE status = 'processing'"
-            ).fetchall()
-            c.execute(
-                "UPDATE recoveries SET status = 'failed', outcome = ?, finished_at = ? "
-                "WHERE status = 'processing'",
-                (json.dumps(body), time.time()),
-            )
+        now = time.time()
+        rows = self.db.fail_interrupted(
+            self.instance, json.dumps(body), now, now - self.config.stale_processing_s
+        )
         for rid, account in rows:
             self.audit("recovery_interrupted", account=account, recovery_id=rid, actor="system")
         return len(rows)
@@ -407,29 +357,15 @@ class RecoveryService:
                 + ". Use a sharp, well-lit photo of one person facing the camera.",
                 problems=list(ref.problems),
             )
-        now = time.time()
-        with self._db(write=True) as c:
-            old = c.execute(
-                "SELECT template, photo, photo_type, enrolled_at FROM reference_photos "
-                "WHERE account = ?",
-                (account,),
-            ).fetchone()
-            if old is not None:
-                c.execute(
-                    "INSERT INTO reference_history (account, template, photo, photo_type, "
-                    "enrolled_at, replaced_at, replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (account, *old, now, actor),
-                )
-            usable_from = now + self.config.reference_cooldown_s if old is not None else now
-            c.execute(
-                "INSERT INTO reference_photos (account, template, photo, photo_type, "
-                "enrolled_at, usable_from, enrolled_by) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (account) DO UPDATE SET "
-                "template = excluded.template, photo = excluded.photo, "
-                "photo_type = excluded.photo_type, enrolled_at = excluded.enrolled_at, "
-                "usable_from = excluded.usable_from, enrolled_by = excluded.enrolled_by",
-                (account, json.dumps(ref.to_dict()), photo, photo_type, now, usable_from, actor),
-            )
+        old, usable_from = self.db.put_reference(
+            account,
+            json.dumps(ref.to_dict()),
+            photo,
+            photo_type,
+            now=time.time(),
+            cooldown=self.config.reference_cooldown_s,
+            actor=actor,
+        )
         self.audit(
             "reference_replaced" if old is not None else "reference_enrolled",
             account=account,
@@ -438,7 +374,7 @@ class RecoveryService:
             model=ref.model,
             model_sha256=ref.model_sha256,
             photo_sha256=hashlib.sha256(photo).hexdigest(),
-            previous_photo_sha256=hashlib.sha256(old[1]).hexdigest() if old else None,
+            previous_photo_sha256=hashlib.sha256(old).hexdigest() if old else None,
             usable_from=int(usable_from),
         )
         out = {"account": account, "usable": True, "model": ref.model}
@@ -448,19 +384,12 @@ class RecoveryService:
         return out
 
     def reference(self, account: str) -> Reference | None:
-        with self._db() as c:
-            row = c.execute(
-                "SELECT template FROM reference_photos WHERE account = ?", (account,)
-            ).fetchone()
-        return Reference.from_dict(json.loads(row[0])) if row else None
+        template = self.db.reference_template(account)
+        return Reference.from_dict(json.loads(template)) if template else None
 
     def reference_photo(self, account: str) -> tuple[bytes, str] | None:
         """The stored photo and its media type, for the operator."""
-        with self._db() as c:
-            row = c.execute(
-                "SELECT photo, photo_type FROM reference_photos WHERE account = ?", (account,)
-            ).fetchone()
-        return (bytes(row[0]), row[1]) if row else None
+        return self.db.reference_photo(account)
 
     # -- recoveries -------------------------------------------------------------------------
 
@@ -473,19 +402,16 @@ class RecoveryService:
         except RateLimitedError as exc:
             self.audit("start_refused", account=account, client=client, reason_codes=[exc.code])
             raise _rate_limited(exc) from None
-        with self._db() as c:
-            row = c.execute(
-                "SELECT usable_from FROM reference_photos WHERE account = ?", (account,)
-            ).fetchone()
-        if row is None:
+        usable_from = self.db.usable_from(account)
+        if usable_from is None:
             raise ServiceError(
                 404,
                 "NO_REFERENCE",
                 "There is no reference photo for this account, so it cannot be recovered "
                 "with a video. Contact support.",
             )
-        if row[0] > now:
-            hours = max(1, int((row[0] - now) / 3600 + 0.999))
+        if usable_from > now:
+            hours = max(1, int((usable_from - now) / 3600 + 0.999))
             self.audit(
                 "start_refused", account=account, client=client, reason_codes=["REFERENCE_NEW"]
             )
@@ -495,23 +421,18 @@ class RecoveryService:
                 "The reference photo of this account was changed recently. For your safety, "
                 f"video recovery opens again in about {hours} hour(s). Contact support if you "
                 "did not ask for this change.",
-                headers={"Retry-After": str(int(row[0] - now) + 1)},
+                headers={"Retry-After": str(int(usable_from - now) + 1)},
             )
         issued = self.gate.issue(account=account, actions=self.config.actions, ttl=self.config.ttl)
-        with self._db(write=True) as c:
-            c.execute(
-                "INSERT INTO recoveries (id, account, actions, created_at, expires_at, status, "
-                "token_sha256, client) VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)",
-                (
-                    issued.session_id,
-                    account,
-                    json.dumps(issued.actions),
-                    now,
-                    issued.expires_at,
-                    hashlib.sha256(issued.token.encode()).hexdigest(),
-                    client,
-                ),
-            )
+        self.db.add_recovery(
+            issued.session_id,
+            account,
+            json.dumps(issued.actions),
+            now,
+            issued.expires_at,
+            hashlib.sha256(issued.token.encode()).hexdigest(),
+            client,
+        )
         self.audit(
             "recovery_started",
             account=account,
@@ -538,11 +459,7 @@ class RecoveryService:
     def _recovery(self, recovery_id: str) -> tuple:
         if not RECOVERY_ID_RE.fullmatch(recovery_id):
             raise ServiceError(404, "RECOVERY_NOT_FOUND", "There is no such recovery attempt.")
-        with self._db() as c:
-            row = c.execute(
-                "SELECT account, actions, expires_at, status, outcome FROM recoveries WHERE id = ?",
-                (recovery_id,),
-            ).fetchone()
+        row = self.db.recovery(recovery_id)
         if row is None:
             raise ServiceError(404, "RECOVERY_NOT_FOUND", "There is no such recovery attempt.")
         return row
@@ -552,14 +469,11 @@ class RecoveryService:
         recovery (compared as SHA-256 digests, in constant time)."""
         if not RECOVERY_ID_RE.fullmatch(recovery_id) or not authorization:
             return False
-        with self._db() as c:
-            row = c.execute(
-                "SELECT token_sha256 FROM recoveries WHERE id = ?", (recovery_id,)
-            ).fetchone()
-        if row is None or not row[0] or not authorization.startswith("Bearer "):
+        digest = self.db.token_sha256(recovery_id)
+        if not digest or not authorization.startswith("Bearer "):
             return False
         sent = hashlib.sha256(authorization[7:].strip().encode("utf-8", "replace")).hexdigest()
-        return secrets.compare_digest(sent, row[0])
+        return secrets.compare_digest(sent, digest)
 
     def status(self, recovery_id: str) -> dict:
         _account, actions, expires_at, status, outcome = self._recovery(recovery_id)
@@ -641,19 +555,24 @@ class RecoveryService:
                 reason_codes=[exc.code],
             )
             return _refusal(recovery_id, exc, 410 if exc.code == "SESSION_EXPIRED" else 403)
-        with self._db(write=True) as c:  # one upload per recovery, even when two race
-            claimed = c.execute(
-                "UPDATE recoveries SET status = 'processing' WHERE id = ? AND status = 'waiting'",
-                (recovery_id,),
-            ).rowcount
-        if not claimed:
+        # One upload per recovery, even when two race (on one instance or several).
+        if not self.db.claim(recovery_id, self.instance):
             return self._already_used(recovery_id, account, now, client)
-        reference = self.reference(account)
         try:
+            reference = self.reference(account)
             with self._slots:
                 result = self.verifier.verify(
                     video, reference, challenge=token, mirrored=mirrored, account=account
                 )
+        except StoreUnavailable:
+            # The database went away before an outcome: the attempt goes back to `waiting`
+            # and the person's retry (after Retry-After) finishes it. A token already spent
+            # is then refused as SESSION_ALREADY_USED, with that outcome recorded; never
+            # verified twice (db.py, README "Several instances").
+            retry_unavailable(
+                lambda: self.db.release(recovery_id, self.instance), self.config.outcome_retry_s
+            )
+            raise
         except InputError as exc:
             # Junk that never reached the analysis: against the client, not the owner.
             self._junk(client)
@@ -674,10 +593,17 @@ class RecoveryService:
             return Outcome(422, body)
         except Exception:
             msg = "Something went wrong on our side. Start a new recovery attempt later."
-            self._finish(recovery_id, "failed", {"error": "INTERNAL", "message": msg})
+            retry_unavailable(
+                lambda: self._finish(recovery_id, "failed", {"error": "INTERNAL", "message": msg}),
+                self.config.outcome_retry_s,
+            )
             raise
         body = public_result(recovery_id, result)
-        self._finish(recovery_id, "done", body)
+        # The verification ran and the token is spent: its outcome is recorded even across
+        # a database restart of up to outcome_retry_s (db.retry_unavailable).
+        retry_unavailable(
+            lambda: self._finish(recovery_id, "done", body), self.config.outcome_retry_s
+        )
         models = {name: m.sha256 for name, m in result.models.items()}
         log.info(
             "recovery %s account=%s decision=%s score=%.3f similarity=%s reasons=%s",
@@ -691,29 +617,28 @@ class RecoveryService:
         evidence = None
         if self.config.keep_evidence is not None:
             evidence = self._keep(recovery_id, video, result)
-        self.audit(
-            "decision",
-            account=account,
-            recovery_id=recovery_id,
-            actor="person",
-            client=client,
-            decision=result.decision,
-            score=round(float(result.score), 4),
-            reason_codes=result.reason_codes,
-            actions=list(claims.actions),
-            mirrored=mirrored,
-            models=models,
-            video_sha256=result.video.get("sha256"),
-            evidence=evidence,
+        retry_unavailable(
+            lambda: self.audit(
+                "decision",
+                account=account,
+                recovery_id=recovery_id,
+                actor="person",
+                client=client,
+                decision=result.decision,
+                score=round(float(result.score), 4),
+                reason_codes=result.reason_codes,
+                actions=list(claims.actions),
+                mirrored=mirrored,
+                models=models,
+                video_sha256=result.video.get("sha256"),
+                evidence=evidence,
+            ),
+            self.config.outcome_retry_s,
         )
         return Outcome(200, body)
 
     def _finish(self, recovery_id: str, status: str, body: dict) -> None:
-        with self._db(write=True) as c:
-            c.execute(
-                "UPDATE recoveries SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",
-                (status, json.dumps(body), time.time(), recovery_id),
-            )
+        self.db.finish(recovery_id, status, json.dumps(body), time.time())
 
     def _keep(self, recovery_id: str, video: Path, result) -> str:
         """Keep the clip and the full result (0600, in a 0700 folder) until purged."""

@@ -104,12 +104,7 @@ def _claim(service: RecoveryService, recovery_id: str, token: str):
             "live_refused", account=account, recovery_id=recovery_id, reason_codes=[exc.code]
         )
         return None, _refusal(exc.code, exc.message)
-    with service._db(write=True) as c:
-        claimed = c.execute(
-            "UPDATE recoveries SET status = 'processing' WHERE id = ? AND status = 'waiting'",
-            (recovery_id,),
-        ).rowcount
-    if not claimed:
+    if not service.db.claim(recovery_id, service.instance):
         return None, _used()
     return (account, claims), None
 
