@@ -57,7 +57,6 @@ class FaceEmbedder:
         self.model = model
         self.contract = contract or CONTRACTS.get(model.name, EmbedderContract())
         self.size = self.contract.size
-        self.subject_min_similarity: float | None = None  # VerifierConfig's applies
 
     def align(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         """The face this model expects: ``points`` on the ArcFace template, ``size`` square."""
@@ -89,12 +88,6 @@ class FaceEmbedder:
 
 ArcFaceEmbedder = FaceEmbedder
 
-# dlib_resnet's cosine at the false-match rate of VerifierConfig.subject_min_similarity
-# (0.25) for w600k_mbf: FMR 1.4e-3 on each model's DevTrain calibration (all pairs of 3442
-# LFW View 1 images); dlib_resnet reaches it at 0.9275 (FMR 1.3e-3; FNMR there 9.4 % across
-# LFW photos, against 1.4 % for w600k_mbf at 0.25: frames of one video agree far more).
-SUBJECT_MIN_SIMILARITY_DLIB = 0.9275
-
 
 class DlibResNetEmbedder:
     """dlib's ResNet face descriptor (ONNX): 150x150 dlib chips (BGR uint8) -> unit 128-d.
@@ -107,13 +100,11 @@ class DlibResNetEmbedder:
     costs accuracy (all pairs of 700 LFW DevTrain images: TAR at FAR 1e-3 0.865 centred,
     0.923 raw cosine, 0.905 Euclidean), so it is not done.
 
-    ``subject_min_similarity`` replaces ``VerifierConfig.subject_min_similarity`` (made for
-    ArcFace models' scale) for the check that all keyframes show one person: the cosine at
-    the same false-match rate on this model's DevTrain calibration.
+    The check that all keyframes show one person needs no setting of its own: it takes the
+    cosine at ``VerifierConfig.subject_different_fmr`` from this model's calibration.
     """
 
     size = 150
-    subject_min_similarity = SUBJECT_MIN_SIMILARITY_DLIB
 
     def __init__(self, model: OnnxModel, batch: int = 8) -> None:
         self.model = model
