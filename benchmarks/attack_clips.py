@@ -3,8 +3,9 @@
 Each attack shows a *victim* (a real live clip in the shared data) to the camera:
 
 * ``print_flat``: a frame of the victim printed on a sheet with a white border, held by hand
-  in front of a room: the sheet tilts (up to about 40 degrees about both axes, as if to fake a head turn), turns in
-  plane, drifts and shakes. A plane: every frame is one homography of the print.
+  in front of a room: the sheet tilts (up to about 40 degrees about both axes, as if to
+  fake a head turn), turns in plane, drifts and shakes. A plane: every frame is one
+  homography of the print.
 * ``print_bent``: the same sheet bent into a cylinder (sagitta about 12 % of its width),
   rendered as vertical strips, each a plane.
 * ``print_cutout``: a flat print with the eyes cut out and the victim's own eyes (the live

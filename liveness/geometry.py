@@ -10,11 +10,12 @@ For pairs of frames this module fits, on the landmarks of the rigid part of the 
 move with expression):
 
 * a similarity (rotation, scale, shift): what moving the face in the image plane explains;
-* a homography: what any plane, tilted in any way, explains.
+* a homography: what any plane, tilted in any way, explains;
+* a rigid 3D face: the landmarker's 3D points of the first frame seen by an affine camera
+  (``x' = A [x, y, z, 1]``), which is how a rigid head projects at selfie distance.
 
 Residuals are measured in units of the face's width (the distance between the outer eye
-corners) so they do not depend on resolution or distance. and a rigid 3D face: the landmarker's 3D points of the first frame seen by an affine
-camera (``x' = A [x, y, z, 1]``), which is how a rigid head projects at selfie distance.
+corners) so they do not depend on resolution or distance.
 
 In a pair where the landmarker's head pose changed by ``min_turn_deg`` or more, a real
 head is explained by the rigid 3D model (residual near the landmark jitter) and not by a
@@ -29,7 +30,7 @@ near 1. Over a clip, :func:`consistency` reports:
 * ``verdict``: ``"3d"``, ``"flat"`` or ``"no_evidence"`` (too few pairs with a pose change
   to tell, e.g. a person holding still: never taken as flat).
 
-Thresholds: see :class:`GeometryThresholds` (measured by ``python -m benchmarks.geometry``).
+Thresholds: see :class:`GeometryThresholds` (measured by ``python -m benchmarks.attacks``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class GeometryThresholds:
     needed for any verdict. ``ratio`` (median plane / rigid-3D residual over turning pairs)
     under ``flat_below`` is flat, over ``solid_above`` is 3D.
 
-    Measured (``python -m benchmarks.geometry``, figures in ``benchmarks/README.md``,
+    Measured (``python -m benchmarks.attacks``, figures in ``benchmarks/README.md``,
     section "3D consistency"): the 19 shared live clips whose head turns by 12 degrees or
     more have a ratio of 1.87-6.6 (all others but one above 2.8); flat prints and prints with
     cut-out eyes tilted by hand up to 40 degrees that reach a 12-degree pose change score
