@@ -77,6 +77,7 @@ class GeometryThresholds:
     solid_above: float = 2.5
     max_pair_gap_s: float = 2.0
     pair_step: int = 2
+    max_pairs: int = 120
 
 
 @dataclass(frozen=True)
@@ -183,17 +184,23 @@ def consistency(
     if window is not None:
         ms = [m for m in ms if window[0] <= m.t <= window[1]]
     pose = np.array([(m.yaw, m.pitch) for m in ms], np.float64).reshape(-1, 2)
-    near, turning, widest = [], [], 0.0
+    cand, widest = [], 0.0
     for i, m in enumerate(ms):
-        if i + 1 < len(ms):
-            near.append(pair_residuals(m.points, ms[i + 1].points)[1])
         for k in range(i + 1, len(ms), th.pair_step):
             if ms[k].t - m.t > th.max_pair_gap_s:
                 break
             d = float(np.hypot(*(pose[k] - pose[i])))
             widest = max(widest, d)
             if d >= th.min_turn_deg:
-                turning.append(pair_residuals(m.points, ms[k].points))
+                cand.append((i, k))
+    # the residuals cost a small SVD each: at most ``max_pairs`` pairs, evenly spread
+    turning = [
+        pair_residuals(ms[i].points, ms[k].points) for i, k in _evenly(cand, th.max_pairs)
+    ]
+    near = [
+        pair_residuals(ms[i].points, ms[i + 1].points)[1]
+        for i in _evenly(list(range(len(ms) - 1)), th.max_pairs // 2)
+    ]
     jitter = float(np.median(near)) if near else None
     if len(turning) < th.min_pairs:
         return Consistency("no_evidence", None, None, None, len(turning), widest, jitter)
@@ -208,3 +215,10 @@ def consistency(
     else:
         verdict = "no_evidence"
     return Consistency(verdict, ratio, parallax, offplane, len(turning), widest, jitter)
+
+
+def _evenly(items: list, k: int) -> list:
+    """At most ``k`` of ``items``, evenly spread (all of them when there are few)."""
+    if len(items) <= k:
+        return items
+    return [items[int(round(x))] for x in np.linspace(0, len(items) - 1, k)]

@@ -34,6 +34,8 @@ class ReasonCode(str, Enum):
     TOKEN_INVALID = "TOKEN_INVALID"
     VIDEO_REUSED = "VIDEO_REUSED"
     RATE_LIMITED = "RATE_LIMITED"
+    FLAT_FACE = "FLAT_FACE"
+    SCREEN_REPLAY_SUSPECTED = "SCREEN_REPLAY_SUSPECTED"
 
 
 MESSAGES: dict[ReasonCode, str] = {
@@ -80,6 +82,11 @@ MESSAGES: dict[ReasonCode, str] = {
     ReasonCode.VIDEO_REUSED: "This recording was already submitted. Record a new video.",
     ReasonCode.RATE_LIMITED: "Too many attempts in a short time. Wait a few minutes before "
     "trying again.",
+    ReasonCode.FLAT_FACE: "When the head turned, the face moved like a flat picture, not a "
+    "real head. Record yourself directly, not a photo or a screen, and turn your head when "
+    "asked.",
+    ReasonCode.SCREEN_REPLAY_SUSPECTED: "The recording looks like a screen filmed with a "
+    "camera. Record yourself directly with your device's camera, not a video on a screen.",
 }
 
 

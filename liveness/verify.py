@@ -23,11 +23,14 @@ from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
 from .embed import FaceEmbedder, cosine
 from .errors import InputError, SetupError
+from .fusion import FusionParams, fused_score
+from .geometry import consistency
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import FaceQuality, QualityThresholds, best_frames, measure
 from .reasons import Reason, ReasonCode
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
+from .screen import screen_cue
 from .sessions import ChallengeClaims, ChallengeGate, SessionError, verify_token
 from .track import identity_spread, other_faces, subject_face
 from .video import Video, VideoLimits, load_image, load_video
@@ -158,6 +161,7 @@ class Verifier:
         )
         self.landmarks.warm_up()
         self._calibration = calibration
+        self.fusion = FusionParams.load()  # None: the live score is the PAD score
         self.load_s = time.perf_counter() - t
 
     @property
@@ -291,6 +295,8 @@ class Verifier:
         if claims is not None:
             self._check_challenge(claims, events, video, out)
         self._analyse(video, meshes, ref, out, clock)
+        with clock("attack_evidence"):
+            self._attack_evidence(meshes, out)
         self._motion_gate(video, out)
         return self._finish(out, timings, clock, claims, now)
 
@@ -305,6 +311,11 @@ class Verifier:
         """Find the session's actions, in order, inside the recording."""
         seq = check_sequence(events, claims.actions, window=(0.0, video.duration_s + 0.5))
         out.challenge_ok = seq.completed
+        out.head_windows = [
+            (st.event.start - 0.5, st.event.end + 0.5)
+            for st in seq.steps
+            if st.event is not None and st.kind.startswith(("turn_", "look_"))
+        ]
         out.liveness.challenge = {
             "session_id": claims.session_id,
             "actions": list(claims.actions),
@@ -446,11 +457,37 @@ class Verifier:
                 (frames[i].t, self.pad.live_probability(frames[i].image, subject[i].box))
                 for i in pad_frames
             ]
+            cue = screen_cue(
+                [frames[i].image for i in pad_frames], [subject[i].box for i in pad_frames]
+            )
+        out.liveness.screen = cue.to_dict()
         model_score = float(np.mean([p for _, p in per]))
         out.live = model_score
         out.liveness.score = model_score
         out.liveness.model_score = model_score
         out.liveness.per_frame = [{"t": t, "live": p} for t, p in per]
+
+    def _attack_evidence(self, meshes: list[FaceMesh | None], out: _Evidence) -> None:
+        """3D consistency over the whole clip and over each head-movement step of the
+        challenge (a flat face in any of them is refused), then the fused live score."""
+        whole = consistency(meshes)
+        steps = [consistency(meshes, window=w) for w in out.head_windows]
+        out.liveness.geometry = whole.to_dict() | {"steps": [c.to_dict() for c in steps]}
+        flat = [c for c in [whole, *steps] if c.verdict == "flat"]
+        if flat:
+            out.reasons.append(
+                Reason.of(
+                    ReasonCode.FLAT_FACE,
+                    detail=f"plane/rigid residual ratio {flat[0].ratio:.2f}",
+                )
+            )
+        if out.live is None:
+            return
+        verdict = "3d" if any(c.verdict == "3d" for c in [whole, *steps]) else whole.verdict
+        screen = (out.liveness.screen or {}).get("peakiness")
+        motion = out.liveness.temporal.get("expression_motion")
+        out.live = fused_score(self.fusion, out.liveness.model_score, verdict, screen, motion)
+        out.liveness.score = out.live
 
     def _finish(
         self,
@@ -521,6 +558,7 @@ class _Evidence:
     fmr: float | None = None
     live: float | None = None
     challenge_ok: bool | None = None
+    head_windows: list[tuple[float, float]] = field(default_factory=list)
 
 
 class _Clock:
