@@ -111,6 +111,14 @@ def similarity_residual(a: np.ndarray, b: np.ndarray) -> float:
 def homography_residual(a: np.ndarray, b: np.ndarray) -> float:
     """RMS distance left after the least-squares (DLT, normalised) homography from ``a`` to
     ``b`` (both ``(n, 2)``, n >= 4)."""
+    p = _apply(fit_homography(a, b), a)
+    return float(np.sqrt(np.mean(np.sum((p - b) ** 2, axis=1))))
+
+
+def fit_homography(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 3x3 least-squares (normalised DLT) homography taking ``a`` to ``b`` (``(n, 2)``)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
     ta, tb = _normaliser(a), _normaliser(b)
     an = _apply(ta, a)
     bn = _apply(tb, b)
@@ -123,9 +131,7 @@ def homography_residual(a: np.ndarray, b: np.ndarray) -> float:
     m[1::2, 3:6] = np.stack([x, y, np.ones(n)], 1)
     m[1::2, 6:9] = -v[:, None] * np.stack([x, y, np.ones(n)], 1)
     _, _, vt = np.linalg.svd(m)
-    h = np.linalg.inv(tb) @ vt[-1].reshape(3, 3) @ ta
-    p = _apply(h, a)
-    return float(np.sqrt(np.mean(np.sum((p - b) ** 2, axis=1))))
+    return np.linalg.inv(tb) @ vt[-1].reshape(3, 3) @ ta
 
 
 def _normaliser(p: np.ndarray) -> np.ndarray:
