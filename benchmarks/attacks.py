@@ -17,9 +17,10 @@ pipeline, e.g. a new PAD crop).
 
 ``--fit`` fits the fusion (:mod:`liveness.fusion`) by L2-regularised logistic regression on
 the cached evidence, reports subject-wise cross-validated (leave-one-subject-out) APCER /
-BPCER of the fused score, and writes ``liveness/data/fusion.json``. Decisions are then
-recomputed from the cached evidence with the new fusion (the same ``decide`` as
-``verify``).
+BPCER of the fused score, and writes ``out/attacks/fusion.json``; decisions are then also
+recomputed from the cached evidence with that fusion (the same ``decide`` as ``verify``)
+under ``"with_fusion"``. Copy the file to ``liveness/data/fusion.json`` to ship it only
+when that report shows no more live clips refused or reviewed than ``"pipeline"``.
 
 Reported, with and without a challenge (``--challenge``: every attack clip is verified
 with a freshly drawn 3-step challenge it did not perform; bona fide figures with a
@@ -348,23 +349,24 @@ def main(argv: list[str] | None = None) -> dict:
             rows = [r for r in rows if r["label"] != "live"]
         rows = run_all(rows, data, v, OUT / "evidence.jsonl", args.refresh, args.challenge)
         policy = v.config.policy
-        params = v.fusion
     result: dict = {"challenge": args.challenge}
+    fused: dict = {}
     if args.fit:
         params, cv = fit_fusion(rows, policy)
-        (ROOT / "liveness" / "data" / "fusion.json").write_text(
-            json.dumps(params.to_dict(), indent=1) + "\n"
-        )
+        (OUT / "fusion.json").write_text(json.dumps(params.to_dict(), indent=1) + "\n")
         result["fit"] = cv | {"params": params.to_dict()}
+        result["with_fusion"] = report(rows, params, policy)
+        fused = {r["clip"]: (r["decision"], r["live"]) for r in rows}
     result["before"] = report(rows, None, policy, before=True)
     before = {r["clip"]: r["decision"] for r in rows}
-    result["pipeline"] = report(rows, params, policy)
+    result["pipeline"] = report(rows, v.fusion, policy)
     result["live_clips"] = {
         r["clip"]: {
             "before": before[r["clip"]],
             "after": r["decision"],
+            "with_fusion": fused.get(r["clip"], (None, None))[0],
             "pad": r["evidence"]["pad"],
-            "fused": r["live"],
+            "fused": fused.get(r["clip"], (None, None))[1],
             "geometry": r["evidence"]["geometry"],
             "screen": r["evidence"]["screen"],
         }
