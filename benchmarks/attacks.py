@@ -198,7 +198,7 @@ def run_all(
     return rows
 
 
-_NEW = {ReasonCode.FLAT_FACE, ReasonCode.SCREEN_REPLAY_SUSPECTED}
+_NEW = {ReasonCode.FLAT_FACE}
 
 
 def redecide(

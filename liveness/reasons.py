@@ -35,7 +35,6 @@ class ReasonCode(str, Enum):
     VIDEO_REUSED = "VIDEO_REUSED"
     RATE_LIMITED = "RATE_LIMITED"
     FLAT_FACE = "FLAT_FACE"
-    SCREEN_REPLAY_SUSPECTED = "SCREEN_REPLAY_SUSPECTED"
 
 
 MESSAGES: dict[ReasonCode, str] = {
@@ -85,8 +84,6 @@ MESSAGES: dict[ReasonCode, str] = {
     ReasonCode.FLAT_FACE: "When the head turned, the face moved like a flat picture, not a "
     "real head. Record yourself directly, not a photo or a screen, and turn your head when "
     "asked.",
-    ReasonCode.SCREEN_REPLAY_SUSPECTED: "The recording looks like a screen filmed with a "
-    "camera. Record yourself directly with your device's camera, not a video on a screen.",
 }
 
 
