@@ -89,8 +89,8 @@ class DetectorConfig:
     * smile: +0.4 smile score, held 0.3 s; open mouth: +0.35 jawOpen with lips apart,
       held 0.25 s (speech opens the jaw for shorter than that).
     * ``min_eye_closure``: in a blink each eye on its own must close by this share of its
-      open aspect ratio. Measured at the blink peaks: real blinks in 15 shared live clips
-      0.35-0.90 (the smallest on a webcam); blinks read off a print of a man with glasses
+      open aspect ratio. Measured at the blink peaks: real blinks in every shared live clip
+      0.35-0.92 (the smallest on a webcam); blinks read off a print of a man with glasses
       (``benchmarks.attack_clips``) 0.28, 0.34, 0.37. 0.3 drops one of those and no real one;
       the others still need the head movement every challenge has.
     * ``max_gap_s``: frames without a face for longer than this split an event.
