@@ -65,6 +65,7 @@ class ReasonCode(str, Enum):
     CHALLENGE_OUT_OF_TIME = "CHALLENGE_OUT_OF_TIME"
     CHALLENGE_EXTRA_ACTIONS = "CHALLENGE_EXTRA_ACTIONS"
     SCREEN_LIGHT_NOT_REFLECTED = "SCREEN_LIGHT_NOT_REFLECTED"
+    FLAT_FACE = "FLAT_FACE"
 
 
 MESSAGES: dict[ReasonCode, str] = {
@@ -118,6 +119,9 @@ MESSAGES: dict[ReasonCode, str] = {
     ReasonCode.SCREEN_LIGHT_NOT_REFLECTED: "Your face did not take on the colours the screen "
     "showed. Turn the screen brightness up, hold the device about 30 cm from your face and "
     "keep your face in view while the colours flash.",
+    ReasonCode.FLAT_FACE: "When the head turned, the face moved like a flat picture, not a "
+    "real head. Record yourself directly, not a photo or a screen, and turn your head when "
+    "asked.",
 }
 
 

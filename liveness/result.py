@@ -41,6 +41,8 @@ class LivenessEvidence:
     per_frame: list[dict] = field(default_factory=list)  # {"t", "live"}
     temporal: dict = field(default_factory=dict)
     challenge: dict | None = None
+    geometry: dict | None = None  # 3D consistency (liveness.geometry), whole clip / head steps
+    screen: dict | None = None  # screen-replay cue (liveness.screen)
 
 
 @dataclass

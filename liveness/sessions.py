@@ -689,6 +689,8 @@ class IssuedChallenge:
 def draw_actions(count: int = 3, exclude: Iterable[str | Action] = ()) -> list[Action]:
     """``count`` actions drawn with :mod:`secrets`, never the same one twice in a row and never
     one in ``exclude`` (for people who cannot do some actions, e.g. turn their head).
+    Every sequence contains a head movement (turn, or look up / down) unless all four are
+    excluded.
 
     The same action may come back later in the sequence (blink, smile, blink): that keeps
     more sequences possible, so a video recorded in advance is less likely to fit.
@@ -709,6 +711,23 @@ def draw_actions(count: int = 3, exclude: Iterable[str | Action] = ()) -> list[A
     for _ in range(count):
         choices = [a for a in allowed if not seq or a is not seq[-1]]
         seq.append(secrets.choice(choices))
+    return _with_head_move(seq, allowed)
+
+
+# A head turn (or look up / down where turns are excluded) gives the 3D-consistency check
+# (liveness.geometry) the motion it judges a face by: every drawn challenge has one.
+_HEAD_MOVES = (Action.TURN_LEFT, Action.TURN_RIGHT, Action.LOOK_UP, Action.LOOK_DOWN)
+
+
+def _with_head_move(seq: list[Action], allowed: list[Action]) -> list[Action]:
+    """``seq`` with one step, at a random place, replaced by an allowed head movement when
+    it has none (unchanged when every head movement is excluded)."""
+    heads = [a for a in _HEAD_MOVES if a in allowed]
+    if not heads or any(a in _HEAD_MOVES for a in seq):
+        return seq
+    p = secrets.randbelow(len(seq))
+    near = {seq[q] for q in (p - 1, p + 1) if 0 <= q < len(seq)}
+    seq[p] = secrets.choice([a for a in heads if a not in near])
     return seq
 
 

@@ -22,6 +22,8 @@ from .decision import MatchCalibration, Policy, decide
 from .detect import Face, FaceDetector
 from .embed import cosine, make_embedder
 from .errors import InputError, SetupError
+from .fusion import FusionParams, fused_score
+from .geometry import consistency
 from .landmarks import FaceLandmarks, FaceMesh
 from .quality import (
     FaceQuality,
@@ -35,6 +37,7 @@ from .reference import Reference, ReferenceUnusableError  # noqa: F401 (importab
 from .reference import enroll as enroll_reference
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
 from .runtime import Runtime
+from .screen import screen_cue
 from .sessions import (
     ChallengeClaims,
     ChallengeGate,
@@ -147,6 +150,7 @@ class Verifier:
         )
         self.landmarks.warm_up()
         self._calibration = calibration
+        self.fusion = FusionParams.load()  # None: the live score is the PAD score
         self.load_s = time.perf_counter() - t
 
     @property
@@ -258,6 +262,8 @@ class Verifier:
         if claims is not None:
             self._check_challenge(claims, events, video, out)
         self._analyse(video, meshes, ref, out, clock)
+        with clock("attack_evidence"):
+            self._attack_evidence(meshes, out)
         self._motion_gate(video, out)
         return self._finish(out, timings, clock, claims, now)
 
@@ -280,6 +286,11 @@ class Verifier:
             max_other=None if claims.windows is None else 2,
         )
         out.challenge_ok = seq.completed
+        out.head_windows = [
+            (st.event.start - 0.5, st.event.end + 0.5)
+            for st in seq.steps
+            if st.event is not None and st.kind.startswith(("turn_", "look_"))
+        ]
         out.liveness.challenge = {
             "session_id": claims.session_id,
             "actions": list(claims.actions),
@@ -429,6 +440,10 @@ class Verifier:
             # one call per model for all the frames where the model takes a batch
             times = [frames[i].t for i in pad_frames]
             per = list(zip(times, self.pad.per_model_many(crops), strict=True))
+            cue = screen_cue(
+                [frames[i].image for i in pad_frames], [subject[i].box for i in pad_frames]
+            )
+        out.liveness.screen = cue.to_dict()
         names = [m.name for m in self.pad.models]
         model_score = pool([float(np.mean(p)) for _, p in per], cfg.pad_pooling)
         out.live = model_score
@@ -472,6 +487,28 @@ class Verifier:
         out.quality["keyframes_with_other_faces"] = len(persons) + unplaced
         if len(persons) + unplaced >= cfg.multiple_faces_keyframes:
             out.reasons.append(Reason.of(ReasonCode.MULTIPLE_FACES))
+
+    def _attack_evidence(self, meshes: list[FaceMesh | None], out: _Evidence) -> None:
+        """3D consistency over the whole clip and over each head-movement step of the
+        challenge (a flat face in any of them is refused), then the fused live score."""
+        whole = consistency(meshes)
+        steps = [consistency(meshes, window=w) for w in out.head_windows]
+        out.liveness.geometry = whole.to_dict() | {"steps": [c.to_dict() for c in steps]}
+        flat = [c for c in [whole, *steps] if c.verdict == "flat"]
+        if flat:
+            out.reasons.append(
+                Reason.of(
+                    ReasonCode.FLAT_FACE,
+                    detail=f"plane/rigid residual ratio {flat[0].ratio:.2f}",
+                )
+            )
+        if out.live is None:
+            return
+        verdict = "3d" if any(c.verdict == "3d" for c in [whole, *steps]) else whole.verdict
+        screen = (out.liveness.screen or {}).get("peakiness")
+        motion = out.liveness.temporal.get("expression_motion")
+        out.live = fused_score(self.fusion, out.liveness.model_score, verdict, screen, motion)
+        out.liveness.score = out.live
 
     def _finish(
         self,
@@ -544,6 +581,7 @@ class _Evidence:
     fmr: float | None = None
     live: float | None = None
     challenge_ok: bool | None = None
+    head_windows: list[tuple[float, float]] = field(default_factory=list)
 
 
 class _Clock:

@@ -382,3 +382,14 @@ def test_check_sequence_window():
     assert (r.failed_step, r.failed_kind) == (0, "blink") and not r.out_of_order
     r = check_sequence(EVENTS, ["turn_right"], window=(0.0, 3.0))  # ends after the window
     assert not r.completed and r.steps[0].event is None
+
+
+def test_one_eye_closing_is_not_a_blink():
+    n = 45
+    ms = _clip(n, eye=_pulse(n, 20, 23, 0.3, 0.03), blink=_pulse(n, 20, 23, 0.05, 0.7))
+    assert _kinds(detect_actions(ms)) == ["blink"]
+    # the same signals with only the right eye's lids moving (a glint, a photo misread)
+    for m in ms[20:23]:
+        for up, down in ((387, 373), (386, 374), (385, 380)):
+            m.points[up, 1], m.points[down, 1] = 100 - 6, 100 + 6
+    assert detect_actions(ms) == []

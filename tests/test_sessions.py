@@ -582,3 +582,17 @@ def test_claims_are_plain_data(keyring, store):
     ch = issue_challenge(keyring, store, account="a", now=T0)
     c = verify_token(keyring, ch.token, now=T0)
     assert ChallengeClaims.from_payload(c.to_payload()) == c
+
+
+def test_every_drawn_challenge_has_a_head_movement():
+    heads = {Action.TURN_LEFT, Action.TURN_RIGHT, Action.LOOK_UP, Action.LOOK_DOWN}
+    for count in (1, 2, 3, 5):
+        for _ in range(300):
+            seq = draw_actions(count)
+            assert heads & set(seq), seq
+            assert all(a is not b for a, b in zip(seq[:-1], seq[1:], strict=True)), seq
+    # Turns excluded (accessibility): looking up or down is the head movement.
+    no_turns = [Action.TURN_LEFT, Action.TURN_RIGHT]
+    for _ in range(300):
+        seq = draw_actions(3, exclude=no_turns)
+        assert {Action.LOOK_UP, Action.LOOK_DOWN} & set(seq), seq
