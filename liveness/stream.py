@@ -415,6 +415,8 @@ class LiveSession:
             with clock("light"):
                 self._check_light(out)
             v._analyse(video, meshes, ref, out, clock)
+            with clock("attack_evidence"):  # 3D consistency over the clip and each head step
+                v._attack_evidence(meshes, out)
             timings["per_frame_ms_median"] = float(np.median(self.frame_ms)) if self.frame_ms else 0
             return v._finish(out, timings, clock)
         finally:
@@ -431,6 +433,11 @@ class LiveSession:
         )
         ok = seq.completed and len(prompted) == len(self.steps) and self.outcome == "complete"
         out.challenge_ok = ok
+        out.head_windows = [
+            (st.event.start - 0.5, st.event.end + 0.5)
+            for st in seq.steps
+            if st.event is not None and st.kind.startswith(("turn_", "look_"))
+        ]
         out.liveness.challenge = self._challenge_evidence(seq, ok)
         if ok:
             return
