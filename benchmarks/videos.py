@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
         for (row, root, _, _), item in zip(jobs, results, strict=True):
             if item.ok:
                 per_video.append(item.value)
+            elif item.error.kind == "setup":  # no model, no run: say so once and stop
+                raise SystemExit(f"benchmarks.videos: {item.error}")
             else:  # not an InputError (those are rows already): recorded, and the run goes on
                 per_video.append(
                     {
