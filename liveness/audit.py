@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sessions import KeyConfigError, StoreUnavailable, check_key_strength
+from .stores.sqlite import immediate
 from .stores.url import redact
 
 log = logging.getLogger("liveness.audit")
@@ -231,14 +232,8 @@ class AuditLog:
             raise StoreUnavailable(f"{self.db}: {e}") from e
         try:
             if write:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(conn):
                     yield conn
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
             else:
                 yield conn
         except sqlite3.OperationalError as e:

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from liveness.audit import is_postgres_url, sqlite_path
 from liveness.sessions import StoreUnavailable
+from liveness.stores.sqlite import immediate
 from liveness.stores.url import redact
 
 T = TypeVar("T")
@@ -298,14 +299,8 @@ class SQLiteServiceDB(ServiceDB):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             try:
                 if write:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with immediate(conn):
                         yield conn
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
                 else:
                     yield conn
             finally:

@@ -58,6 +58,23 @@ CREATE TABLE IF NOT EXISTS blocks (
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
 
 
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on ``conn`` (opened with ``isolation_level=None``),
+    rolled back when the block raises. IMMEDIATE takes the write lock up front, so a
+    read-then-write cannot interleave with another writer. Shared by the session store, the
+    audit log and the recovery service's tables."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class SQLiteSessionStore(RateLimitRules):
     """The default :class:`~liveness.stores.SessionStore`: one SQLite file, safe across
     threads and processes on one machine.
@@ -111,14 +128,8 @@ class SQLiteSessionStore(RateLimitRules):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             _raise_if_unavailable(exc, self.path)
             raise
