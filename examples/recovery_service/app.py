@@ -54,12 +54,14 @@ from liveness.sessions import (
     RateLimitedError,
     SessionAlreadyUsedError,
     SessionError,
+    StepTiming,
     StoreUnavailable,
     TokenInvalidError,
     verify_token,
 )
 from liveness.stores import store_from_url
 
+from . import timed
 from .purge import PurgeSchedule
 from .security import (
     ClientLimiter,
@@ -168,6 +170,9 @@ class ServiceConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     # Seconds to wait for SQLite's write lock before answering 503 with Retry-After.
     db_busy_timeout: float = 10.0
+    # Upload challenges are timed (v2 tokens): each step in its window after the recording
+    # starts (timed.py); None issues untimed (v1) tokens, any time in the clip counts.
+    step_timing: StepTiming | None = field(default_factory=StepTiming)
 
 
 class ServiceError(Exception):
@@ -493,7 +498,10 @@ class RecoveryService:
                 "did not ask for this change.",
                 headers={"Retry-After": str(int(row[0] - now) + 1)},
             )
-        issued = self.gate.issue(account=account, actions=self.config.actions, ttl=self.config.ttl)
+        timing = self.config.step_timing
+        issued = self.gate.issue(
+            account=account, actions=self.config.actions, ttl=self.config.ttl, timed=timing or False
+        )
         with self._db(write=True) as c:
             c.execute(
                 "INSERT INTO recoveries (id, account, actions, created_at, expires_at, status, "
@@ -529,7 +537,7 @@ class RecoveryService:
             "expires_in": issued.expires_at - int(now),
             "upload_url": f"/recoveries/{issued.session_id}/video",
             "max_upload_bytes": self.config.max_upload_bytes,
-        }
+        } | ({"schedule": timed.schedule(timing, len(issued.actions))} if timing else {})
 
     def _recovery(self, recovery_id: str) -> tuple:
         if not RECOVERY_ID_RE.fullmatch(recovery_id):
@@ -604,17 +612,25 @@ class RecoveryService:
             log.warning("client %s blocked after repeated junk uploads", client)
 
     def submit(
-        self, recovery_id: str, token: str, video: Path, mirrored: bool, *, client=None
+        self,
+        recovery_id: str,
+        token: str,
+        video: Path,
+        mirrored: bool,
+        *,
+        client=None,
+        started=None,
     ) -> Outcome:
-        """Verify an uploaded clip (a file that this call deletes, or keeps as evidence)."""
+        """Verify an uploaded clip (a file that this call deletes, or keeps as evidence).
+        ``started``: the page's ``recording_started`` field, audited only (timed.py)."""
         try:
-            return self._submit(recovery_id, token, video, mirrored, client)
+            return self._submit(recovery_id, token, video, mirrored, client, started)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 video.unlink()
 
     def _submit(
-        self, recovery_id: str, token: str, video: Path, mirrored: bool, client=None
+        self, recovery_id: str, token: str, video: Path, mirrored: bool, client=None, started=None
     ) -> Outcome:
         try:
             self.precheck_upload(recovery_id, client=client)
@@ -701,6 +717,8 @@ class RecoveryService:
             models=models,
             video_sha256=result.video.get("sha256"),
             evidence=evidence,
+            windows=None if claims.windows is None else [list(w) for w in claims.windows],
+            recording_started_after_issue_s=timed.recording_started(started, claims.issued_at),
         )
         return Outcome(200, body)
 
@@ -1074,6 +1092,7 @@ def create_app(
                     422, "UPLOAD_INVALID", "Send the recording as 'video' and the token."
                 )
             mirrored = str(form.get("mirrored", "false")).lower() in ("1", "true", "yes")
+            started = form.get("recording_started")
             base_type = (upload.content_type or "").split(";")[0].strip().lower()
             suffix = VIDEO_SUFFIXES.get(base_type, ".video")
             fd, name = service.spool_file(suffix)
@@ -1082,7 +1101,7 @@ def create_app(
         finally:
             await form.close()
         outcome = await run_in_threadpool(
-            service.submit, recovery_id, token, Path(name), mirrored, client=client
+            service.submit, recovery_id, token, Path(name), mirrored, client=client, started=started
         )
         return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
 
