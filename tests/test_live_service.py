@@ -152,3 +152,153 @@ def test_tokens_are_checked_and_a_recovery_streams_once(app):
     with app.websocket_connect(url) as ws:
         ws.send_text("{not json")
         assert ws.receive_json()["reasons"][0]["code"] == "TOKEN_INVALID"
+
+
+# -- hardening of the live path (issue 12 applied to issue 11's WebSocket) ------------------
+
+
+@pytest.fixture
+def fresh(tmp_path, verifier, data_dir):
+    """A service of its own (own database, own client limits), so these tests neither use up
+    nor depend on the module service's counters; yields a factory."""
+    from examples.recovery_service.security import ClientLimits
+
+    opened = []
+
+    def make(**limits):
+        application = create_app(
+            ServiceConfig(
+                db=tmp_path / f"db{len(opened)}" / "recovery.sqlite3",
+                actions=2,
+                client_limits=ClientLimits(**limits),
+            ),
+            verifier=verifier,
+            keyring=Keyring.single(secrets.token_bytes(32)),
+            operator_key=secrets.token_urlsafe(24),
+        )
+        client = TestClient(application)
+        client.__enter__()
+        opened.append(client)
+        ok, png = cv2.imencode(".png", frame_at(data_dir / HEAD_POSE, 2.0))
+        client.app.state.service.enroll("hijab", png.tobytes(), "image/png")
+        return client
+
+    yield make
+    for c in opened:
+        c.__exit__(None, None, None)
+
+
+def _bad_frame_session(client) -> dict:
+    """A live session that ends at its first frame (not a JPEG): the final message."""
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    with client.websocket_connect(f"/recoveries/{started['recovery_id']}/live") as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"not a jpeg")
+        while (m := ws.receive_json())["type"] != "result":
+            pass
+    return m
+
+
+def test_review_and_reject_outcomes_count_against_the_account(fresh, monkeypatch):
+    # Issue 12: ten photo animations in a row ending in "review" must not all reach the human
+    # queue. The session's real result is turned into "review" (plumbing: the counting is
+    # under test, not the decision).
+    import dataclasses
+
+    from examples.recovery_service import live
+
+    client = fresh()
+    store = client.app.state.service.store
+    assert _bad_frame_session(client)["decision"] == "reject"
+    assert store.failures("hijab", 3600, time.time()) == 1
+    real = live._finish
+    monkeypatch.setattr(
+        live, "_finish", lambda s, sess: dataclasses.replace(real(s, sess), decision="review")
+    )
+    assert _bad_frame_session(client)["decision"] == "review"
+    assert store.failures("hijab", 3600, time.time()) == 2
+
+
+def test_websocket_starts_are_limited_per_client(fresh):
+    client = fresh(uploads_per_client=2)
+    for _ in range(2):
+        assert _bad_frame_session(client)["decision"] == "reject"
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    with client.websocket_connect(f"/recoveries/{started['recovery_id']}/live") as ws:
+        m = ws.receive_json()  # refused before the token is even read
+    assert m["type"] == "result" and m["reasons"][0]["code"] == "RATE_LIMITED"
+    assert m["retry_after"] >= 1
+    # The recovery was not used up: the owner can still stream it from elsewhere.
+    status = client.get(
+        f"/recoveries/{started['recovery_id']}",
+        headers={"Authorization": f"Bearer {started['token']}"},
+    ).json()
+    assert status["status"] == "waiting"
+
+
+def test_refused_tokens_and_reuse_count_against_the_client_not_the_owner(fresh):
+    client = fresh(junk_per_client=3)
+    store = client.app.state.service.store
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    url = f"/recoveries/{started['recovery_id']}/live"
+    for _ in range(2):
+        with client.websocket_connect(url) as ws:
+            ws.send_json({"token": started["token"] + "x"})
+            assert ws.receive_json()["reasons"][0]["code"] == "TOKEN_INVALID"
+    with client.websocket_connect(url) as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"not a jpeg")
+        while ws.receive_json()["type"] != "result":
+            pass
+    assert store.failures("hijab", 3600, time.time()) == 1  # the analysed attempt only
+    with client.websocket_connect(url) as ws:  # the third junk: the client is blocked
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["reasons"][0]["code"] == "SESSION_ALREADY_USED"
+    assert store.failures("hijab", 3600, time.time()) == 1
+    with client.websocket_connect(url) as ws:
+        assert ws.receive_json()["reasons"][0]["code"] == "RATE_LIMITED"
+
+
+def test_session_time_and_frame_size_are_bounded(fresh, monkeypatch, data_dir):
+    import functools
+
+    from examples.recovery_service import live
+    from liveness.stream import StreamConfig
+
+    client = fresh()
+    # A 3 MB message (over the 2 MiB frame limit; the served config refuses it even earlier,
+    # tests/security/test_served_limits.py) ends the session with a refusal, not a crash.
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    with client.websocket_connect(f"/recoveries/{started['recovery_id']}/live") as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"\xff\xd8" + b"\0" * (3 * 1024 * 1024))
+        while (m := ws.receive_json())["type"] != "result":
+            pass
+    assert m["decision"] == "reject"
+    # A client that keeps streaming (a frame every 0.4 s, never idle) past the session's
+    # time limit is cut off: the result comes at about max_duration_s, not when it stops.
+    monkeypatch.setattr(live, "StreamConfig", functools.partial(StreamConfig, max_duration_s=2.0))
+    ok, jpg = cv2.imencode(".jpg", frame_at(data_dir / HEAD_POSE, 0.5))
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    with client.websocket_connect(f"/recoveries/{started['recovery_id']}/live") as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["type"] == "ready"
+        t0 = time.monotonic()
+        inbox: queue.Queue = queue.Queue()
+
+        def receive():
+            while (msg := ws.receive_json())["type"] != "result":
+                pass
+            inbox.put(msg)
+
+        threading.Thread(target=receive, daemon=True).start()
+        while inbox.empty() and time.monotonic() - t0 < 20:
+            ws.send_bytes(jpg.tobytes())
+            time.sleep(0.4)
+        result = inbox.get(timeout=10)
+        elapsed = time.monotonic() - t0
+    assert result["decision"] == "reject"
+    assert elapsed < 2.0 + live.IDLE_S + 3.0, elapsed

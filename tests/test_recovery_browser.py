@@ -21,7 +21,7 @@ import pytest
 from media import frame_at
 
 from examples.recovery_service import ServiceConfig, create_app
-from liveness.sessions import Keyring
+from liveness.sessions import Keyring, StepTiming
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CLIP = "videos/talking_head_wda_1.mp4"
@@ -162,3 +162,15 @@ def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp
     # The server analysed the browser's recording as unmirrored WebM.
     last = [e for e in service.audit_entries() if e["event"] == "decision"][-1]
     assert last["mirrored"] is False and last["decision"] == decision
+    # The challenge was timed (v2): the page showed the steps on the server's schedule and
+    # reported when its recording started; the fake camera's talking head, which does not
+    # follow the steps, fails the challenge (not in time, not done, or other actions).
+    assert last["windows"] == [list(w) for w in StepTiming().windows(3)]
+    assert 0 <= last["recording_started_after_issue_s"] < 30
+    challenge = {
+        "CHALLENGE_NOT_COMPLETED",
+        "CHALLENGE_OUT_OF_TIME",
+        "CHALLENGE_EXTRA_ACTIONS",
+        "CHALLENGE_OUT_OF_ORDER",
+    }
+    assert decision == "reject" and challenge & set(last["reason_codes"]), last["reason_codes"]

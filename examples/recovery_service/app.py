@@ -54,6 +54,7 @@ from liveness.sessions import (
     RateLimitedError,
     SessionAlreadyUsedError,
     SessionError,
+    StepTiming,
     StoreUnavailable,
     TokenInvalidError,
     verify_token,
@@ -61,6 +62,7 @@ from liveness.sessions import (
 from liveness.stores import store_from_url
 from liveness.video import load_image
 
+from . import timed
 from .db import retry_unavailable, service_db
 from .purge import PurgeSchedule
 from .security import (
@@ -149,6 +151,9 @@ class ServiceConfig:
     # How long the outcome of a verification that ran is retried while the database is
     # briefly unavailable (a restart), before the attempt is left to the interrupted rule.
     outcome_retry_s: float = 30.0
+    # Upload challenges are timed (v2 tokens): each step in its window after the recording
+    # starts (timed.py); None issues untimed (v1) tokens, any time in the clip counts.
+    step_timing: StepTiming | None = field(default_factory=StepTiming)
 
 
 class ServiceError(Exception):
@@ -423,7 +428,10 @@ class RecoveryService:
                 "did not ask for this change.",
                 headers={"Retry-After": str(int(usable_from - now) + 1)},
             )
-        issued = self.gate.issue(account=account, actions=self.config.actions, ttl=self.config.ttl)
+        timing = self.config.step_timing
+        issued = self.gate.issue(
+            account=account, actions=self.config.actions, ttl=self.config.ttl, timed=timing or False
+        )
         self.db.add_recovery(
             issued.session_id,
             account,
@@ -454,7 +462,7 @@ class RecoveryService:
             "expires_in": issued.expires_at - int(now),
             "upload_url": f"/recoveries/{issued.session_id}/video",
             "max_upload_bytes": self.config.max_upload_bytes,
-        }
+        } | ({"schedule": timed.schedule(timing, len(issued.actions))} if timing else {})
 
     def _recovery(self, recovery_id: str) -> tuple:
         if not RECOVERY_ID_RE.fullmatch(recovery_id):
@@ -522,17 +530,25 @@ class RecoveryService:
             log.warning("client %s blocked after repeated junk uploads", client)
 
     def submit(
-        self, recovery_id: str, token: str, video: Path, mirrored: bool, *, client=None
+        self,
+        recovery_id: str,
+        token: str,
+        video: Path,
+        mirrored: bool,
+        *,
+        client=None,
+        started=None,
     ) -> Outcome:
-        """Verify an uploaded clip (a file that this call deletes, or keeps as evidence)."""
+        """Verify an uploaded clip (a file that this call deletes, or keeps as evidence).
+        ``started``: the page's ``recording_started`` field, audited only (timed.py)."""
         try:
-            return self._submit(recovery_id, token, video, mirrored, client)
+            return self._submit(recovery_id, token, video, mirrored, client, started)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 video.unlink()
 
     def _submit(
-        self, recovery_id: str, token: str, video: Path, mirrored: bool, client=None
+        self, recovery_id: str, token: str, video: Path, mirrored: bool, client=None, started=None
     ) -> Outcome:
         try:
             self.precheck_upload(recovery_id, client=client)
@@ -632,6 +648,8 @@ class RecoveryService:
                 models=models,
                 video_sha256=result.video.get("sha256"),
                 evidence=evidence,
+                windows=None if claims.windows is None else [list(w) for w in claims.windows],
+                recording_started_after_issue_s=timed.recording_started(started, claims.issued_at),
             ),
             self.config.outcome_retry_s,
         )
@@ -1026,6 +1044,7 @@ def create_app(
                     422, "UPLOAD_INVALID", "Send the recording as 'video' and the token."
                 )
             mirrored = str(form.get("mirrored", "false")).lower() in ("1", "true", "yes")
+            started = form.get("recording_started")
             base_type = (upload.content_type or "").split(";")[0].strip().lower()
             suffix = VIDEO_SUFFIXES.get(base_type, ".video")
             fd, name = service.spool_file(suffix)
@@ -1034,7 +1053,7 @@ def create_app(
         finally:
             await form.close()
         outcome = await run_in_threadpool(
-            service.submit, recovery_id, token, Path(name), mirrored, client=client
+            service.submit, recovery_id, token, Path(name), mirrored, client=client, started=started
         )
         return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
 

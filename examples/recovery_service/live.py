@@ -20,7 +20,13 @@ The protocol, in order:
    prompt schedule and the response times.
 
 A client that sends nothing for ``IDLE_S`` seconds, or text where a frame should be, ends its
-session (the recovery is then failed).
+session (the recovery is then failed); so does one still streaming ``StreamConfig.max_duration_s
++ IDLE_S`` seconds after it started. Each WebSocket start counts as an upload against the
+client's address (:class:`~examples.recovery_service.security.ClientLimiter`); a refused token
+or an already used recovery counts as junk against the client, not against the account; a
+``review`` outcome counts as a failure against the account, as on the upload path. Messages
+larger than a frame may be are refused by the server itself (``ws_max_size`` in
+:func:`~examples.recovery_service.security.uvicorn_config`).
 """
 
 from __future__ import annotations
@@ -57,8 +63,13 @@ def register_live(app: FastAPI) -> None:
     async def live(ws: WebSocket, recovery_id: str):
         await ws.accept()
         service: RecoveryService = ws.app.state.service
+        client = ws.client.host if ws.client else "unknown"
         try:
-            await _run(ws, service, recovery_id)
+            wait = service.limiter.allow("upload", client)
+            if wait is not None:
+                await ws.send_json(_rate_limited(wait))
+                return
+            await _run(ws, service, recovery_id, client)
         except WebSocketDisconnect:
             pass
         finally:
@@ -76,6 +87,13 @@ def _refusal(code: str, message: str) -> dict:
     }
 
 
+def _rate_limited(wait: float) -> dict:
+    return _refusal(
+        "RATE_LIMITED",
+        "Too many requests from your connection. Wait a few minutes and try again.",
+    ) | {"retry_after": max(1, int(wait + 0.999))}
+
+
 def _used() -> dict:
     return _refusal(
         "SESSION_ALREADY_USED",
@@ -83,7 +101,7 @@ def _used() -> dict:
     )
 
 
-def _claim(service: RecoveryService, recovery_id: str, token: str):
+def _claim(service: RecoveryService, recovery_id: str, token: str, client: str = "unknown"):
     """The checks of an upload, then the recovery marked as in progress (once)."""
     try:
         account, _actions, _exp, status, _out = service._recovery(recovery_id)
@@ -95,13 +113,19 @@ def _claim(service: RecoveryService, recovery_id: str, token: str):
         claims = verify_token(service.gate.keyring, token, now=now)
         if claims.session_id != recovery_id or claims.account != account:
             raise TokenInvalidError(detail="token is for another recovery")
-        if status != "waiting":
-            service.store.record_failure(account, now)
+        if status != "waiting":  # never reached the analysis: the client's junk (issue 12)
+            service._junk(client)
             return None, _used()
         service.store.consume(claims.session_id, now)
     except (SessionError, RateLimitedError) as exc:
+        if not isinstance(exc, RateLimitedError):
+            service._junk(client)
         service.audit(
-            "live_refused", account=account, recovery_id=recovery_id, reason_codes=[exc.code]
+            "live_refused",
+            account=account,
+            recovery_id=recovery_id,
+            client=client,
+            reason_codes=[exc.code],
         )
         return None, _refusal(exc.code, exc.message)
     if not service.db.claim(recovery_id, service.instance):
@@ -114,7 +138,7 @@ def _finish(service: RecoveryService, session: LiveSession):
         return session.finish()
 
 
-async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str) -> None:
+async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str, client: str) -> None:
     try:
         hello = json.loads(await asyncio.wait_for(ws.receive_text(), FIRST_MESSAGE_S))
         token = hello["token"]
@@ -124,7 +148,7 @@ async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str) -> Non
     except (asyncio.TimeoutError, ValueError, KeyError, TypeError):
         await ws.send_json(_refusal("TOKEN_INVALID", "Start the check from the official page."))
         return
-    claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token)
+    claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token, client)
     if refusal is not None:
         await ws.send_json(refusal)
         return
@@ -139,9 +163,16 @@ async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str) -> Non
         await ws.send_json({"type": "ready", "steps": len(session.steps)})
         for m in session.start():
             await ws.send_json(m.to_dict())
+        # A bounded session: past the stream's own limit (checked per frame), plus one idle
+        # wait, the server stops waiting, however the client paces its messages.
+        deadline = time.monotonic() + session.config.max_duration_s + IDLE_S
         while not session.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.info("recovery %s: session ran past its time limit", recovery_id)
+                break
             try:
-                msg = await asyncio.wait_for(ws.receive(), IDLE_S)
+                msg = await asyncio.wait_for(ws.receive(), min(IDLE_S, left))
             except asyncio.TimeoutError:
                 break
             if msg["type"] == "websocket.disconnect":
@@ -162,7 +193,7 @@ async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str) -> Non
         session.close()
     body = public_result(recovery_id, result)
     await run_in_threadpool(service._finish, recovery_id, "done", body)
-    if result.decision == "reject":
+    if result.decision in ("reject", "review"):  # as uploads: review counts (issue 12)
         service.store.record_failure(account, time.time())
     schedule = (result.liveness.challenge or {}) | {}
     schedule.pop("sequence", None)

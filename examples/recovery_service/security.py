@@ -216,6 +216,10 @@ class ServeLimits:
     keep_alive: float = 5.0
     # Requests in progress at once; more get 503.
     max_requests: int = 64
+    # Largest WebSocket message (the live check's frames: ``StreamConfig.max_frame_bytes``,
+    # 2 MiB, plus room for the framing); a larger one closes the connection (1009) before the
+    # app sees it, instead of uvicorn's default 16 MiB.
+    ws_max_bytes: int = 2 * 1024 * 1024 + 4096
 
 
 def guarded_protocol(limits: ServeLimits) -> type[H11Protocol]:
@@ -283,6 +287,7 @@ def uvicorn_config(app, host: str, port: int, limits: ServeLimits | None = None,
         timeout_keep_alive=int(limits.keep_alive),
         limit_concurrency=limits.max_connections + limits.max_requests,
         h11_max_incomplete_event_size=16 * 1024,
+        ws_max_size=limits.ws_max_bytes,
         backlog=128,
         server_header=False,
         **kwargs,

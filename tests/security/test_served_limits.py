@@ -153,3 +153,23 @@ def test_huge_content_length_is_refused_before_the_body(served):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 401
+
+
+def test_oversized_websocket_message_is_refused_by_the_server(served):
+    # uvicorn's default WebSocket message limit is 16 MiB; the served config allows a frame
+    # (2 MiB) and no more, and closes the connection before the app reads the message.
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    port, proc, _log = served
+    url = f"ws://127.0.0.1:{port}/recoveries/{'A' * 22}/live"
+    with connect(url, open_timeout=5, max_size=None) as ws:
+        t = time.perf_counter()
+        ws.send(b"\xff" * (3 * 1024 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        elapsed = time.perf_counter() - t
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert elapsed < 2.0
+    assert healthz(port)

@@ -131,6 +131,10 @@
     const prompt = $("prompt");
     prompt.hidden = false;
     const total = session.instructions.length;
+    if (session.schedule) {
+      await recordTimed(session, type, prompt, total);
+      return;
+    }
 
     $("prompt-step").textContent = "Get ready";
     $("prompt-text").textContent = "Look at the camera.";
@@ -169,6 +173,55 @@
     await upload(session, blob);
   });
 
+  // Timed steps (v2 tokens): the server checks that each action starts inside its window,
+  // counted from the start of the recording, so the steps are shown on the server's
+  // schedule (session.schedule[i].show_at seconds after recording starts), never sped up.
+  async function recordTimed(session, type, prompt, total) {
+    const recorder = new MediaRecorder(state.stream, type ? { mimeType: type } : undefined);
+    const chunks = [];
+    recorder.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    const began = new Promise((resolve) => { recorder.onstart = resolve; });
+    recorder.start(250);
+    await began;
+    const t0 = performance.now();
+    session.recordingStarted = Date.now() / 1000;
+    prompt.classList.add("recording");
+    const elapsed = () => (performance.now() - t0) / 1000;
+    const until = async (at, render) => {
+      // Redraw the countdown every quarter second until `at` seconds into the recording.
+      for (let left = at - elapsed(); left > 0; left = at - elapsed()) {
+        render(Math.ceil(left));
+        await sleep(Math.min(250, left * 1000));
+      }
+    };
+    $("prompt-step").textContent = "Get ready";
+    $("prompt-text").textContent = "Look at the camera. Do each step when it appears.";
+    announce(`Recording. Get ready: you will be asked to do ${total} things.`);
+    await until(session.schedule[0].show_at, (n) => {
+      $("prompt-count").textContent = `First step in ${n}`;
+    });
+    for (let i = 0; i < total; i++) {
+      const text = session.instructions[i];
+      $("prompt-step").textContent = `Step ${i + 1} of ${total}`;
+      $("prompt-text").textContent = text;
+      announce(`Step ${i + 1} of ${total}: ${text}`);
+      await until(session.schedule[i].hide_at, (n) => { $("prompt-count").textContent = `${n}`; });
+    }
+    $("prompt-step").textContent = "Done";
+    $("prompt-text").textContent = "Look at the camera.";
+    $("prompt-count").textContent = "";
+    await sleep(TAIL_MS);
+    recorder.stop();
+    await stopped;
+    prompt.classList.remove("recording");
+    prompt.hidden = true;
+    stopCamera();
+    $("preview-wrap").hidden = true;
+    const blob = new Blob(chunks, { type: recorder.mimeType || type || "video/webm" });
+    await upload(session, blob);
+  }
+
   // -- 3. upload ------------------------------------------------------------------------
   function upload(session, blob) {
     show("step-upload");
@@ -177,6 +230,7 @@
     const form = new FormData();
     form.append("token", session.token);
     form.append("mirrored", "false");
+    if (session.recordingStarted) form.append("recording_started", String(session.recordingStarted));
     form.append("video", blob, `recording.${ext}`);
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
