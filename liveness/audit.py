@@ -184,25 +184,9 @@ class AuditLog:
         self.head_may_lag = head_may_lag
         self._pool = None
         if self.postgres:
-            import psycopg
-            from psycopg_pool import ConnectionPool
+            from .stores.postgres import open_pool
 
-            self._down = (psycopg.OperationalError, psycopg.InterfaceError)
-            self._pool = ConnectionPool(
-                db,
-                min_size=1,
-                max_size=4,
-                timeout=busy_timeout,
-                kwargs={"connect_timeout": max(1, round(busy_timeout))},
-                check=ConnectionPool.check_connection,
-                open=False,
-                name="liveness-audit",
-            )
-            try:
-                self._pool.open(wait=True, timeout=busy_timeout)
-            except self._down as exc:
-                self._pool.close()
-                raise StoreUnavailable(f"postgresql {redact(db)}: {exc}") from exc
+            self._pool = open_pool(db, name="liveness-audit", timeout=busy_timeout, max_size=4)
 
     def __repr__(self) -> str:  # never the key (nor a password)
         return f"AuditLog({redact(self.url)!r}, head_file={self.head_file!s})"
@@ -217,13 +201,15 @@ class AuditLog:
         """A connection whose ``execute`` takes ``?`` placeholders in either backend; with
         ``write`` one transaction holding the chain's write lock."""
         if self.postgres:
+            from .stores.postgres import DOWN, QmarkConnection
+
             try:
                 with self._pool.connection(timeout=self.busy_timeout) as conn:
                     with conn.transaction():
                         if write:
                             conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
-                        yield _PgAdapter(conn)
-            except self._down as e:
+                        yield QmarkConnection(conn)
+            except DOWN as e:
                 raise StoreUnavailable(f"postgresql {redact(self.url)}: {e}") from e
             return
         try:
@@ -361,14 +347,3 @@ class AuditLog:
             elif last_id > hid and mac_at_head != hmac_:
                 problems.append(f"row {hid} is not the exported checkpoint")
         return AuditReport(not problems, n, last_id, last_mac, problems)
-
-
-class _PgAdapter:
-    """A psycopg connection whose ``execute`` takes SQLite's ``?`` placeholders (the
-    statements here contain no other ``?``)."""
-
-    def __init__(self, conn) -> None:
-        self.raw = conn
-
-    def execute(self, sql: str, params: tuple = ()):
-        return self.raw.execute(sql.replace("?", "%s"), params)

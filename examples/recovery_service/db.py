@@ -318,14 +318,6 @@ class SQLiteServiceDB(ServiceDB):
                         c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
-class _Pg:
-    def __init__(self, conn) -> None:
-        self.raw = conn
-
-    def execute(self, sql: str, params: tuple = ()):
-        return self.raw.execute(sql.replace("?", "%s"), params)
-
-
 class PostgresServiceDB(ServiceDB):
     """The tables in PostgreSQL, through a psycopg pool of up to ``max_size`` connections
     (checked before lending, so a restarted server costs one failed check). Writes that
@@ -333,27 +325,12 @@ class PostgresServiceDB(ServiceDB):
     their key, so two instances replacing one account's photo both land in the history."""
 
     def __init__(self, url: str, *, timeout: float = 5.0, max_size: int = 8) -> None:
-        import psycopg
-        from psycopg_pool import ConnectionPool
+        from liveness.stores.postgres import DOWN, open_pool
 
         self.url = url
         self.timeout = timeout
-        self._down = (psycopg.OperationalError, psycopg.InterfaceError)
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_size,
-            timeout=timeout,
-            kwargs={"connect_timeout": max(1, round(timeout))},
-            check=ConnectionPool.check_connection,
-            open=False,
-            name="recovery-service-db",
-        )
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except self._down as exc:
-            self._pool.close()
-            raise StoreUnavailable(f"postgresql {redact(url)}: {exc}") from exc
+        self._down = DOWN
+        self._pool = open_pool(url, name="recovery-service-db", timeout=timeout, max_size=max_size)
 
     def __repr__(self) -> str:
         return f"PostgresServiceDB({redact(self.url)!r})"
@@ -363,11 +340,13 @@ class PostgresServiceDB(ServiceDB):
 
     @contextlib.contextmanager
     def _tx(self, write: bool = False, lock_key: str | None = None) -> Iterator:
+        from liveness.stores.postgres import QmarkConnection
+
         try:
             with self._pool.connection(timeout=self.timeout) as conn, conn.transaction():
                 if lock_key is not None:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
-                yield _Pg(conn)
+                yield QmarkConnection(conn)
         except self._down as e:
             raise StoreUnavailable(f"postgresql {redact(self.url)}: {e}") from e
 

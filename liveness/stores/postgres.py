@@ -28,7 +28,7 @@ from .url import redact
 if TYPE_CHECKING:  # pragma: no cover
     from ..sessions import ChallengeClaims
 
-__all__ = ["PostgresSessionStore"]
+__all__ = ["DOWN", "PostgresSessionStore", "QmarkConnection", "open_pool"]
 
 _NAMESPACE_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _SCHEMA = """
@@ -61,7 +61,53 @@ CREATE TABLE IF NOT EXISTS {ns}_blocks (
 """
 
 # The driver's ways of saying "the server is not there or stopped answering".
-_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+# What psycopg raises when the server cannot be reached or the connection broke.
+DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def open_pool(
+    url: str,
+    *,
+    name: str,
+    timeout: float,
+    min_size: int = 1,
+    max_size: int = 10,
+    autocommit: bool = False,
+) -> ConnectionPool:
+    """A psycopg pool on ``url``, opened now, each connection checked before it is lent (a
+    restarted server costs one failed check). :class:`StoreUnavailable` (the password
+    redacted) when the server cannot be reached within ``timeout`` seconds. Shared by the
+    session store, the audit log and the recovery service's tables."""
+    kwargs: dict = {"connect_timeout": max(1, round(timeout))}
+    if autocommit:
+        kwargs["autocommit"] = True
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        kwargs=kwargs,
+        check=ConnectionPool.check_connection,
+        open=False,
+        name=name,
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except DOWN as exc:
+        pool.close()
+        raise StoreUnavailable(detail=f"postgresql {redact(url)}: {exc}") from exc
+    return pool
+
+
+class QmarkConnection:
+    """A psycopg connection whose ``execute`` takes SQLite's ``?`` placeholders, so that one
+    statement serves both backends (the statements passed contain no other ``?``)."""
+
+    def __init__(self, conn) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.raw.execute(sql.replace("?", "%s"), params)
 
 
 class PostgresSessionStore(RateLimitRules):
@@ -101,21 +147,14 @@ class PostgresSessionStore(RateLimitRules):
         self.timeout = timeout
         self._t = {n: f"{namespace}_{n}" for n in ("sessions", "video_digests", "failures")}
         self._t["blocks"] = f"{namespace}_blocks"
-        self._pool = ConnectionPool(
+        self._pool = open_pool(
             url,
+            name=f"liveness-{namespace}",
+            timeout=timeout,
             min_size=min_size,
             max_size=max_size,
-            timeout=timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
-            check=ConnectionPool.check_connection,
-            open=False,
-            name=f"liveness-{namespace}",
+            autocommit=True,
         )
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except _DOWN as exc:
-            self._pool.close()
-            raise StoreUnavailable(detail=f"postgresql {redact(url)}: {exc}") from exc
         try:
             self._init_db()
         except BaseException:
@@ -134,7 +173,7 @@ class PostgresSessionStore(RateLimitRules):
         try:
             with self._pool.connection(timeout=self.timeout) as conn:
                 yield conn
-        except _DOWN as exc:
+        except DOWN as exc:
             raise StoreUnavailable(detail=f"postgresql {redact(self.url)}: {exc}") from exc
 
     def _init_db(self) -> None:
