@@ -3,7 +3,13 @@ Chromium, the shared talking-head clip as the fake camera; see test_recovery_bro
 
 from __future__ import annotations
 
-from test_recovery_browser import CLIP, require_chromium, server, write_y4m  # noqa: F401
+from test_recovery_browser import (  # noqa: F401 (server is a fixture)
+    CLIP,
+    fake_camera_args,
+    require_chromium,
+    server,
+    write_y4m,
+)
 
 
 def test_hints_appear_before_recording(server, data_dir, tmp_path):  # noqa: F811
@@ -13,15 +19,7 @@ def test_hints_appear_before_recording(server, data_dir, tmp_path):  # noqa: F81
     base, _ = server
     y4m = tmp_path / "camera.y4m"
     write_y4m(data_dir / CLIP, y4m)
-    args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        "--no-first-run",
-    ]
+    args = fake_camera_args(y4m)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
         try:

@@ -5,47 +5,17 @@ prompts and colours, so it cannot follow them: the page shows a refusal naming t
 
 from __future__ import annotations
 
-import threading
-import time
-
-import cv2
-import pytest
-from media import frame_at
-from test_recovery_browser import free_port, require_chromium, write_y4m
-
-from examples.recovery_service import ServiceConfig, create_app
-from liveness.sessions import Keyring
-
-CLIP = "videos/talking_head_wda_1.mp4"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, model_dir, data_dir):
-    import uvicorn
-
-    tmp = tmp_path_factory.mktemp("live-browser")
-    app = create_app(
-        ServiceConfig(db=tmp / "recovery.sqlite3", model_dir=model_dir),
-        keyring=Keyring.single(b"live-browser-test-key" * 2),
-        operator_key="op-live-browser-4RkW8zQ2nTc6Yb3M",
-    )
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.05)
-    ok, png = cv2.imencode(".png", frame_at(data_dir / CLIP, 7.5))
-    app.state.service.enroll("wda", png.tobytes(), "image/png")
-    yield f"http://127.0.0.1:{port}", app.state.service
-    srv.should_exit = True
-    thread.join(timeout=10)
+from test_recovery_browser import (  # noqa: F401 (server is a fixture)
+    CLIP,
+    fake_camera_args,
+    require_chromium,
+    server,
+    write_y4m,
+)
 
 
 def test_fake_camera_cannot_follow_live_prompts_and_is_refused_naming_the_step(
-    server, data_dir, tmp_path
+    server, data_dir, tmp_path  # noqa: F811 (the imported fixture)
 ):
     chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
@@ -53,18 +23,7 @@ def test_fake_camera_cannot_follow_live_prompts_and_is_refused_naming_the_step(
     base, service = server
     y4m = tmp_path / "camera.y4m"
     write_y4m(data_dir / CLIP, y4m, seconds=8.0)
-    args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    args = fake_camera_args(y4m)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
         try:

@@ -64,6 +64,23 @@ def require_chromium() -> str:
     return CHROMIUM
 
 
+def fake_camera_args(y4m: Path) -> list[str]:
+    """Headless Chromium flags: no permission prompt, ``y4m`` played as the camera, no
+    background traffic."""
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, data_dir):
     """The service on 127.0.0.1 with a free port, in a background thread."""
@@ -97,18 +114,7 @@ def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp
     base, service = server
     y4m = tmp_path / "camera.y4m"
     write_y4m(data_dir / CLIP, y4m)
-    args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    args = fake_camera_args(y4m)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
         try:
