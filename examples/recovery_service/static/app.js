@@ -144,46 +144,57 @@
       $("prompt-count").textContent = `Recording starts in ${n}`;
     });
 
-    // The stream as the camera gives it: not mirrored (the server is told mirrored=false).
-    const recorder = new MediaRecorder(state.stream, type ? { mimeType: type } : undefined);
-    const chunks = [];
-    recorder.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
-    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
-    recorder.start(250);
+    const rec = startRecorder(type);
     prompt.classList.add("recording");
 
     for (let i = 0; i < total; i++) {
-      const text = session.instructions[i];
-      $("prompt-step").textContent = `Step ${i + 1} of ${total}`;
-      $("prompt-text").textContent = text;
-      announce(`Step ${i + 1} of ${total}: ${text}`);
+      showStep(session, i, total);
       await countdown(STEP_TICKS, (n) => { $("prompt-count").textContent = `${n}`; });
     }
-    $("prompt-step").textContent = "Done";
-    $("prompt-text").textContent = "Look at the camera.";
-    $("prompt-count").textContent = "";
-    await sleep(TAIL_MS);
-    recorder.stop();
-    await stopped;
-    prompt.classList.remove("recording");
-    prompt.hidden = true;
-    stopCamera();
-    $("preview-wrap").hidden = true;
-    const blob = new Blob(chunks, { type: recorder.mimeType || type || "video/webm" });
-    await upload(session, blob);
+    await finishRecording(session, rec, type, prompt);
   });
 
-  // Timed steps (v2 tokens): the server checks that each action starts inside its window,
-  // counted from the start of the recording, so the steps are shown on the server's
-  // schedule (session.schedule[i].show_at seconds after recording starts), never sped up.
-  async function recordTimed(session, type, prompt, total) {
+  // The stream as the camera gives it: not mirrored (the server is told mirrored=false).
+  // Recording starts at once; `began` resolves when the recorder has really started.
+  function startRecorder(type) {
     const recorder = new MediaRecorder(state.stream, type ? { mimeType: type } : undefined);
     const chunks = [];
     recorder.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
     const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
     const began = new Promise((resolve) => { recorder.onstart = resolve; });
     recorder.start(250);
-    await began;
+    return { recorder, chunks, stopped, began };
+  }
+
+  function showStep(session, i, total) {
+    const text = session.instructions[i];
+    $("prompt-step").textContent = `Step ${i + 1} of ${total}`;
+    $("prompt-text").textContent = text;
+    announce(`Step ${i + 1} of ${total}: ${text}`);
+  }
+
+  // After the last step: a short tail, then the clip is uploaded and the camera released.
+  async function finishRecording(session, rec, type, prompt) {
+    $("prompt-step").textContent = "Done";
+    $("prompt-text").textContent = "Look at the camera.";
+    $("prompt-count").textContent = "";
+    await sleep(TAIL_MS);
+    rec.recorder.stop();
+    await rec.stopped;
+    prompt.classList.remove("recording");
+    prompt.hidden = true;
+    stopCamera();
+    $("preview-wrap").hidden = true;
+    const blob = new Blob(rec.chunks, { type: rec.recorder.mimeType || type || "video/webm" });
+    await upload(session, blob);
+  }
+
+  // Timed steps (v2 tokens): the server checks that each action starts inside its window,
+  // counted from the start of the recording, so the steps are shown on the server's
+  // schedule (session.schedule[i].show_at seconds after recording starts), never sped up.
+  async function recordTimed(session, type, prompt, total) {
+    const rec = startRecorder(type);
+    await rec.began;
     const t0 = performance.now();
     session.recordingStarted = Date.now() / 1000;
     prompt.classList.add("recording");
@@ -202,24 +213,10 @@
       $("prompt-count").textContent = `First step in ${n}`;
     });
     for (let i = 0; i < total; i++) {
-      const text = session.instructions[i];
-      $("prompt-step").textContent = `Step ${i + 1} of ${total}`;
-      $("prompt-text").textContent = text;
-      announce(`Step ${i + 1} of ${total}: ${text}`);
+      showStep(session, i, total);
       await until(session.schedule[i].hide_at, (n) => { $("prompt-count").textContent = `${n}`; });
     }
-    $("prompt-step").textContent = "Done";
-    $("prompt-text").textContent = "Look at the camera.";
-    $("prompt-count").textContent = "";
-    await sleep(TAIL_MS);
-    recorder.stop();
-    await stopped;
-    prompt.classList.remove("recording");
-    prompt.hidden = true;
-    stopCamera();
-    $("preview-wrap").hidden = true;
-    const blob = new Blob(chunks, { type: recorder.mimeType || type || "video/webm" });
-    await upload(session, blob);
+    await finishRecording(session, rec, type, prompt);
   }
 
   // -- 3. upload ------------------------------------------------------------------------
