@@ -34,7 +34,6 @@ __all__ = [
     "engine_parser",
     "verifier_spec",
     "run_jobs",
-    "verified",
     "set_progress",
     "progress",
     "to_jsonable",
@@ -429,15 +428,3 @@ def run_jobs(task, items: list, args: argparse.Namespace, desc: str, config=None
         desc=desc,
     )
 
-
-def verified(jobs: list, args: argparse.Namespace, desc: str = "verifying", config=None):
-    """The :class:`liveness.VerificationResult` of each ``(video, reference)`` job, in order,
-    on ``args.engine``. A job that fails stops the benchmark with its error, as a failing
-    ``verify`` call did in a plain loop."""
-    from liveness import Job
-    from liveness.batch import run_job
-
-    for item in run_jobs(run_job, [Job(*j) for j in jobs], args, desc, config):
-        if not item.ok:
-            raise SystemExit(f"job {item.index} ({jobs[item.index][0]}): {item.error}")
-        yield item.result

@@ -107,10 +107,7 @@ class PresentationAttackDetector:
         The MiniFASNet pair gives bit-identical scores in a batch and one at a time (checked
         in ``tests/test_batching.py``), so batching changes no decision.
         """
-        if not faces:
-            return []
-        per_model = np.asarray(self._probabilities(faces), dtype=np.float64)
-        return [float(x) for x in per_model.mean(axis=0)]
+        return [float(np.mean(p)) for p in self.per_model_many(faces)]
 
     def _probabilities(self, faces: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Per model, the live probability of each face: ``[n_models][n_faces]``."""
