@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli import reference  # noqa: F401 (a fixture: a frame of wda_1 as the photo)
+from test_cli import run as run_cli
 
 from liveness import models
 from liveness.align import dlib5_chip_points, dlib_chip
@@ -188,38 +190,13 @@ def test_onnx_model_object_runs_batches(session, chips):
 # -- end to end with the permissive embedder -------------------------------------------
 
 
-def _cli(args, model_dir):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "LIVENESS_MODEL_DIR": str(model_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "liveness", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
-@pytest.fixture(scope="module")
-def wda1_reference(tmp_path_factory, data_dir):
-    import cv2
-    from media import frame_at
-
-    path = tmp_path_factory.mktemp("ref") / "wda1.png"
-    cv2.imwrite(str(path), frame_at(data_dir / "videos/talking_head_wda_1.mp4", 7.5))
-    return path
-
-
-def test_cli_verify_with_dlib_resnet_accepts_the_same_person(model_dir, data_dir, wda1_reference):
+def test_cli_verify_with_dlib_resnet_accepts_the_same_person(
+    model_dir, data_dir, reference  # noqa: F811 (test_cli's fixture)
+):
     import json
 
     video = str(data_dir / "videos/talking_head_wda_1.mp4")
-    p = _cli(
-        ["verify", video, str(wda1_reference), "--json", "--embedder", "dlib_resnet"], model_dir
-    )
+    p = run_cli(["verify", video, str(reference), "--json", "--embedder", "dlib_resnet"], model_dir)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["decision"] == "accept" and out["reasons"] == []
