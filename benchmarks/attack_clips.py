@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from liveness.video import Frame, load_video
+from liveness.video import LAB_VIDEO_FORMATS, Frame, VideoLimits, load_video
 
 KINDS = ("print_flat", "print_bent", "print_cutout", "print_fill", "replay_bezel", "replay_fill")
 
@@ -67,7 +67,8 @@ class Victim:
 def load_victim(path: str | Path, landmarks, *, seconds: float = 4.0, fps: float = 15.0) -> Victim:
     """The first ``seconds`` of a live clip at ``fps``, with landmarks from ``landmarks``
     (a :class:`liveness.landmarks.FaceLandmarks`)."""
-    v = load_video(path, sample_fps=fps)
+    # lab clips include AVI and MPEG-PS files, which a server would refuse
+    v = load_video(path, sample_fps=fps, limits=VideoLimits(formats=LAB_VIDEO_FORMATS))
     frames = [f for f in v.frames if f.t < seconds]
     meshes = landmarks.analyse([Frame(i, f.t, f.image) for i, f in enumerate(frames)])
     return Victim(

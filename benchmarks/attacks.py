@@ -42,18 +42,19 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.attack_clips import KINDS, load_victim, make_attack, write_clip
 from benchmarks.common import emit, parent_parser, progress, set_progress
-from liveness import Verifier
+from liveness import Verifier, VerifierConfig
 from liveness.decision import decide
 from liveness.fusion import FEATURES, FusionParams, features, fused_score
 from liveness.reasons import Reason, ReasonCode
 from liveness.sessions import ChallengeGate, Keyring, MemorySessionStore
-from liveness.video import frame_at
+from liveness.video import LAB_VIDEO_FORMATS, frame_at
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "attacks"
@@ -165,6 +166,16 @@ def evidence(result) -> dict:
         "events": len(lv.temporal.get("actions", [])),
         "challenge": None if lv.challenge is None else lv.challenge.get("completed"),
         "ms": result.timings_ms.get("total"),
+        # the rest of the record, for offline study of decision rules (no frames, no faces)
+        "fps": result.video.get("fps"),
+        "duration_s": result.video.get("duration_s"),
+        "height": result.video.get("height"),
+        "face_px": result.quality.get("median_face_px"),
+        "brightness": result.quality.get("median_brightness"),
+        "sharpness": result.quality.get("median_sharpness"),
+        "per_frame": lv.per_frame,
+        "geometry_full": lv.geometry,
+        "temporal": lv.temporal,
     }
 
 
@@ -342,7 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
     data = args.data or Path(os.environ.get("LIVENESS_DATA_DIR", ROOT.parent / "shared" / "data"))
     OUT.mkdir(parents=True, exist_ok=True)
     gate = ChallengeGate(Keyring.single(os.urandom(32)), MemorySessionStore())
-    with Verifier(args.model_dir, challenges=gate) as v:
+    # lab clips include AVI and MPEG-PS files, which a server would refuse
+    config = VerifierConfig(limits=replace(VerifierConfig().limits, formats=LAB_VIDEO_FORMATS))
+    with Verifier(args.model_dir, challenges=gate, config=config) as v:
         rows = shared_clips(data)
         rows = rows + generated_clips(data, rows, v)
         if args.challenge:

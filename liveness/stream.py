@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from .actions import ACTION_PHRASES, INSTRUCTIONS, Action
+from .appearance import seen_in_pixels
 from .challenges import ActionEvent, check_sequence, detect_actions
 from .errors import InputError
 from .landmarks import FaceMesh
@@ -409,8 +410,13 @@ class LiveSession:
             }
             meshes = self._meshes
             with clock("actions"):
-                events = detect_actions(meshes, mirrored=self.mirrored)
-            out.liveness.temporal = _motion_evidence(meshes, events)
+                events, checks = seen_in_pixels(
+                    detect_actions(meshes, mirrored=self.mirrored),
+                    frames,
+                    meshes,
+                    v.config.event_appearance,
+                )
+            out.liveness.temporal = _motion_evidence(meshes, events, checks)
             self._check_steps(events, out)
             with clock("light"):
                 self._check_light(out)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import models as registry
+from .appearance import AppearanceThresholds, seen_in_pixels
 from .attack import PresentationAttackDetector, pool
 from .challenges import ActionEvent, check_sequence, detect_actions
 from .decision import MatchCalibration, Policy, decide
@@ -103,6 +104,10 @@ class VerifierConfig:
     # Measured: live shared clips 0.039-0.17 (0.05 with no blink); rendered still photo 0.005,
     # printed photo 0.008, screen replay 0.032. 0.02 sits between, away from live faces.
     min_expression_motion: float = 0.02
+    # A blink, smile or open mouth counts only when the pixels of the eyes or mouth change
+    # this many times more than the nose and forehead after the face's planar motion is
+    # taken out (liveness.appearance; measured in benchmarks/README.md, "Appearance check").
+    event_appearance: AppearanceThresholds = field(default_factory=AppearanceThresholds)
 
 
 class Verifier:
@@ -257,8 +262,13 @@ class Verifier:
         with clock("landmarks"):
             meshes = stream.finish()
         with clock("actions"):
-            events = detect_actions(meshes, mirrored=mirrored)
-        out.liveness.temporal = _motion_evidence(meshes, events)
+            events, checks = seen_in_pixels(
+                detect_actions(meshes, mirrored=mirrored),
+                video.frames,
+                meshes,
+                cfg.event_appearance,
+            )
+        out.liveness.temporal = _motion_evidence(meshes, events, checks)
         if claims is not None:
             self._check_challenge(claims, events, video, out)
         self._analyse(video, meshes, ref, out, clock)
@@ -612,7 +622,7 @@ def _every(present: list[int], frames, every_s: float) -> list[int]:
     return out
 
 
-def _motion_evidence(meshes: list[FaceMesh | None], events: list[ActionEvent]) -> dict:
+def _motion_evidence(meshes: list[FaceMesh | None], events: list[ActionEvent], checks=()) -> dict:
     """What the face did on its own: actions seen, and how much its expression moved
     (the mean standard deviation of the mouth and eye blendshapes over the recording)."""
     present = [m for m in meshes if m is not None]
@@ -643,6 +653,8 @@ def _motion_evidence(meshes: list[FaceMesh | None], events: list[ActionEvent]) -
             for e in events
         ],
         "expression_motion": motion,
+        # the appearance check of each blink / smile / open mouth the landmarks showed
+        "appearance": [c.to_dict() for c in checks],
     }
 
 

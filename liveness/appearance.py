@@ -1,0 +1,353 @@
+"""Challenge events that a photo cannot make: the pixels of the eyes or mouth must change.
+
+The landmarker fits a face model to every frame, and on a printed or displayed photo that
+is moved, tilted or bent it sometimes reads the eyes as closing or the jaw as dropping
+(issue 9: 2 of 18 generated prints gave ``open_mouth`` events and 2 gave blinks). The
+landmarks move; the pixels of the eyes and mouth do not, except for what the motion of the
+whole sheet explains.
+
+:func:`appearance_change` measures that directly. Between a *rest* frame (the same feature
+at rest, just before or after the event) and the event's *peak* frame:
+
+1. both faces are mapped to one canonical frame by a homography fitted on landmarks that a
+   blink, a smile or an open mouth do not move (forehead, nose, temples, eye corners). A
+   sheet of paper or a screen is a plane, so a homography explains its motion exactly; a
+   real head over the fraction of a second of an event is close to one;
+2. each face is normalised to zero mean and unit deviation over the face, so that exposure
+   changes cancel;
+3. the mean absolute difference is taken in the region of the action (both eyes for a
+   blink, the lips for a smile or an open mouth) and in a *control* region that no action
+   moves (nose and forehead). The ratio of the two is the appearance change.
+
+A real blink covers the iris with the lid; a real open mouth shows the dark mouth cavity or
+teeth: the region changes several times more than the control. A photo's "event" changes
+both regions by the same noise, a ratio near 1. :func:`confirm_events` keeps the events
+whose ratio reaches its kind's threshold (:class:`AppearanceThresholds`); the
+measurement behind the defaults is in
+``benchmarks/README.md`` (section "Appearance check of events",
+``python -m benchmarks.event_pixels``).
+
+Head turns and looks are not checked here: their physics is the 3D check of
+:mod:`liveness.geometry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .challenges import ActionEvent
+from .landmarks import FaceMesh
+
+# Landmarks a blink, smile or open mouth leave in place (MediaPipe face mesh indices):
+# forehead, brow-to-nose line, nose, temples and the eye corners.
+STABLE = (
+    10,
+    109,
+    338,
+    151,
+    9,
+    8,
+    168,
+    6,
+    197,
+    195,
+    5,
+    4,
+    1,
+    98,
+    327,
+    234,
+    454,
+    127,
+    356,
+    33,
+    133,
+    362,
+    263,
+)
+# Regions (polygons of mesh indices).
+_RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+_LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+_CONTROL = (151, 337, 9, 8, 168, 6, 197, 195, 5, 4, 45, 275, 107, 336)
+_FACE = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
+# Canonical frame: the eye corners this far apart, in an image this size.
+_EYE_SPAN = 64.0
+_SIZE = 192
+# Which region each action must change, and which blendshapes say "at rest".
+REGIONS = {"blink": (_RIGHT_EYE, _LEFT_EYE), "smile": (_LIPS,), "open_mouth": (_LIPS,)}
+
+_REST_SHAPES = {
+    "blink": ("eyeBlinkLeft", "eyeBlinkRight"),
+    "smile": ("mouthSmileLeft", "mouthSmileRight"),
+    "open_mouth": ("jawOpen",),
+}
+# How far from the event a rest frame may be (s).
+_REST_WINDOW_S = 0.6
+
+
+@dataclass(frozen=True)
+class AppearanceThresholds:
+    """The smallest appearance ratio that counts as a real action, per kind.
+
+    Measured by ``python -m benchmarks.event_pixels`` (``benchmarks/README.md``, section
+    "Appearance check of events"): events the landmarker read off printed photos (generated
+    flat, bent and frame-filling prints, rendered prints and stills) reach at most 1.56 for
+    a blink and 2.35 for an open mouth; none was a smile. Real events on the 49 real live
+    clips: 91 % of blinks at 1.8 or more, every open mouth at 4.25 or more, 81 % of smiles
+    at 2.0 or more (the rest are speech or squints read as an action). A print's cut-out
+    eyes are real eyes: those blinks pass, and the 3D check and the texture model refuse
+    that attack, not this one.
+    """
+
+    blink: float = 1.8
+    smile: float = 2.0
+    open_mouth: float = 3.0
+
+    def of(self, kind: str) -> float:
+        return float(getattr(self, kind))
+
+
+@dataclass(frozen=True)
+class AppearanceCheck:
+    """One event's appearance change: ``ratio`` (action region / control region) and the
+    times of the two frames compared; ``ratio`` is ``None`` when it could not be measured
+    (no rest frame near the event, or the faces could not be mapped)."""
+
+    kind: str
+    peak: float
+    rest: float | None
+    ratio: float | None
+    kept: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _canonical(points: np.ndarray, anchor: np.ndarray) -> np.ndarray | None:
+    """The similarity (rotation, scale, shift) taking ``points[STABLE]`` onto ``anchor``,
+    as a 3x3 matrix. A similarity, not a homography: the landmarks of a turned head are
+    a 3D shape, and a homography fitted to them can fold the image over; the pixels refine
+    it afterwards (:func:`_register`)."""
+    src = np.asarray(points[list(STABLE), :2], np.float64)
+    m, _ = cv2.estimateAffinePartial2D(src, anchor, method=cv2.LMEDS)
+    if m is None:
+        return None
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def _anchor(points: np.ndarray) -> np.ndarray:
+    """Canonical positions of the stable landmarks of the rest face: a similarity that puts
+    the outer eye corners ``_EYE_SPAN`` apart, level, in the middle of a ``_SIZE`` image."""
+    p = np.asarray(points[:, :2], np.float64)
+    a, b = p[33], p[263]
+    v = b - a
+    s = _EYE_SPAN / max(np.linalg.norm(v), 1e-6)
+    ang = np.arctan2(v[1], v[0])
+    c, si = np.cos(-ang) * s, np.sin(-ang) * s
+    rot = np.array([[c, -si], [si, c]])
+    centre = (a + b) / 2
+    out = (p[list(STABLE)] - centre) @ rot.T + np.array([_SIZE / 2, _SIZE * 0.4])
+    return out
+
+
+def _mask(points_canon: np.ndarray, polys: Sequence[Sequence[int]], grow: int = 0) -> np.ndarray:
+    m = np.zeros((_SIZE, _SIZE), np.uint8)
+    for poly in polys:
+        cv2.fillPoly(m, [np.round(points_canon[list(poly)]).astype(np.int32)], 1)
+    if grow:
+        m = cv2.dilate(m, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return m.astype(bool)
+
+
+def _warp(image: np.ndarray, h: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return cv2.warpPerspective(
+        grey.astype(np.float32),
+        h,
+        (_SIZE, _SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def appearance_change(
+    rest_image: np.ndarray,
+    rest: FaceMesh,
+    peak_image: np.ndarray,
+    peak: FaceMesh,
+    kind: str,
+) -> float | None:
+    """Mean absolute change of the action's region over that of the control region between
+    the rest and the peak frame, after mapping both faces onto one canonical face by a
+    homography of the stable landmarks and normalising each to zero mean and unit
+    deviation over the face. ``None`` when a homography cannot be fitted."""
+    anchor = _anchor(rest.points)
+    h_rest = _canonical(rest.points, anchor)
+    h_peak = _canonical(peak.points, anchor)
+    if h_rest is None or h_peak is None:
+        return None
+    a = _warp(rest_image, h_rest)
+    b = _warp(peak_image, h_peak)
+    pts = cv2.perspectiveTransform(np.asarray(rest.points[:, :2], np.float64)[None], h_rest)[0]
+    pts_peak = cv2.perspectiveTransform(np.asarray(peak.points[:, :2], np.float64)[None], h_peak)[0]
+    face = _mask(pts, (_FACE,))
+    if face.sum() < 200:
+        return None
+    for img in (a, b):
+        v = img[face]
+        img -= v.mean()
+        img /= max(float(v.std()), 1.0)
+    # the action's region as the landmarks put it in either frame (an eye closing moves
+    # its lower contour; an opening mouth moves its lower lip)
+    polys = REGIONS[kind]
+    region = (_mask(pts, polys, grow=2) | _mask(pts_peak, polys, grow=2)) & face
+    control = _mask(pts, (_CONTROL,)) & face & ~region
+    if region.sum() < 8 or control.sum() < 8:
+        return None
+    b = _register(a, b, face & ~region)
+    diff = np.abs(a - b)
+    return float(diff[region].mean() / max(float(diff[control].mean()), 0.05))
+
+
+def _register(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``b`` refined onto ``a`` by the homography that best aligns their pixels outside the
+    action's region (OpenCV's ECC, started from the landmark mapping). The landmarks of a
+    photo the landmarker reads as changing expression are themselves displaced; the pixels
+    of a plane are not, so the image decides the residual motion, not the mesh. When ECC
+    does not converge, ``b`` is returned as it is."""
+    warp = np.eye(3, dtype=np.float32)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    try:
+        _, warp = cv2.findTransformECC(
+            a, b, warp, cv2.MOTION_HOMOGRAPHY, crit, where.astype(np.uint8), 3
+        )
+    except cv2.error:
+        return b
+    return cv2.warpPerspective(
+        b,
+        warp,
+        (_SIZE, _SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _rest_frame(
+    e: ActionEvent, meshes: Sequence[FaceMesh | None], have: Mapping[int, object]
+) -> FaceMesh | None:
+    """The mesh, within ``_REST_WINDOW_S`` of the event but outside it, whose action
+    blendshapes are lowest, counting each degree of head rotation away from the peak's
+    pose as 0.02 of a blendshape score (a turned face is not the same picture)."""
+    names = _REST_SHAPES[e.kind]
+    peak = next((m for m in meshes if m is not None and m.frame_index == e.peak_frame), None)
+    best, best_v = None, np.inf
+    for m in meshes:
+        if m is None or m.frame_index not in have:
+            continue
+        near_before = e.start - _REST_WINDOW_S <= m.t < e.start
+        near_after = e.end < m.t <= e.end + _REST_WINDOW_S
+        if not (near_before or near_after):
+            continue
+        v = float(np.mean([m.blendshapes.get(n, 0.0) for n in names]))
+        if peak is not None:
+            v += 0.02 * (abs(m.yaw - peak.yaw) + abs(m.pitch - peak.pitch))
+        if v < best_v:
+            best, best_v = m, v
+    return best
+
+
+def confirm_events(
+    events: Sequence[ActionEvent],
+    images: Mapping[int, np.ndarray],
+    meshes: Sequence[FaceMesh | None],
+    *,
+    thresholds: AppearanceThresholds,
+) -> tuple[list[ActionEvent], list[AppearanceCheck]]:
+    """The events whose eyes or mouth really changed, and the check of each.
+
+    ``images`` maps a frame's index (``Frame.index``, the mesh's ``frame_index``) to its
+    BGR pixels; ``thresholds`` the ratio each kind must reach. Events of kinds without a
+    region (head turns and looks) pass unchecked. An event that cannot be measured (no
+    rest frame within 0.6 s, an unmappable face) is not kept: an event is evidence only
+    when it is seen in the pixels.
+    """
+    by_index = {m.frame_index: m for m in meshes if m is not None}
+    kept: list[ActionEvent] = []
+    checks: list[AppearanceCheck] = []
+    for e in events:
+        if e.kind not in REGIONS:
+            kept.append(e)
+            continue
+        peak = by_index.get(e.peak_frame)
+        rest = _rest_frame(e, meshes, images)
+        ratio = None
+        if peak is not None and rest is not None and e.peak_frame in images:
+            ratio = appearance_change(
+                images[rest.frame_index], rest, images[e.peak_frame], peak, e.kind
+            )
+        ok = ratio is not None and ratio >= thresholds.of(e.kind)
+        checks.append(
+            AppearanceCheck(
+                e.kind,
+                e.peak,
+                None if rest is None else rest.t,
+                None if ratio is None else round(ratio, 3),
+                ok,
+            )
+        )
+        if ok:
+            kept.append(e)
+    return kept, checks
+
+
+def seen_in_pixels(
+    events: Sequence[ActionEvent],
+    frames: Sequence,
+    meshes: Sequence[FaceMesh | None],
+    thresholds: AppearanceThresholds,
+) -> tuple[list[ActionEvent], list[AppearanceCheck]]:
+    """:func:`confirm_events` over a clip's analysed frames (``Frame`` objects)."""
+    images = {f.index: f.image for f in frames}
+    return confirm_events(events, images, meshes, thresholds=thresholds)
