@@ -34,7 +34,7 @@ import numpy as np
 from benchmarks.common import emit, parent_parser, progress, set_progress
 from liveness import Verifier, VerifierConfig
 from liveness.actions import ACTIONS
-from liveness.appearance import REGIONS, confirm_events
+from liveness.appearance import REGIONS, seen_in_pixels
 from liveness.challenges import check_sequence, detect_actions
 from liveness.geometry import consistency
 from liveness.video import LAB_VIDEO_FORMATS, load_video
@@ -57,8 +57,7 @@ def clip_events(verifier: Verifier, path: Path, steps: dict | None = None) -> li
     meshes = verifier.landmarks.analyse(v.frames)
     raw = detect_actions(meshes)
     events = [e for e in raw if e.kind in REGIONS]
-    images = {f.index: f.image for f in v.frames}
-    kept, checks = confirm_events(raw, images, meshes, thresholds=verifier.config.event_appearance)
+    kept, checks = seen_in_pixels(raw, v.frames, meshes, verifier.config.event_appearance)
     if steps is not None:
         for kind in ACTIONS:
             seq = check_sequence(kept, [kind])

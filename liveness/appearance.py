@@ -9,10 +9,13 @@ whole sheet explains.
 :func:`appearance_change` measures that directly. Between a *rest* frame (the same feature
 at rest, just before or after the event) and the event's *peak* frame:
 
-1. both faces are mapped to one canonical frame by a homography fitted on landmarks that a
-   blink, a smile or an open mouth do not move (forehead, nose, temples, eye corners). A
-   sheet of paper or a screen is a plane, so a homography explains its motion exactly; a
-   real head over the fraction of a second of an event is close to one;
+1. each frame's face is cut out in a canonical frame (:class:`FaceThumb`, eye corners
+   level and a fixed distance apart); the peak face is mapped onto the rest face by the
+   similarity of landmarks that a blink, a smile or an open mouth do not move (forehead,
+   nose, temples, eye corners), then by the homography that best aligns the pixels
+   outside the action's region (ECC). A sheet of paper or a screen is a plane, so a
+   homography explains its motion exactly; a real head over the fraction of a second of
+   an event is close to one;
 2. each face is normalised to zero mean and unit deviation over the face, so that exposure
    changes cancel;
 3. the mean absolute difference is taken in the region of the action (both eyes for a
@@ -23,8 +26,7 @@ A real blink covers the iris with the lid; a real open mouth shows the dark mout
 teeth: the region changes several times more than the control. A photo's "event" changes
 both regions by the same noise, a ratio near 1. :func:`confirm_events` keeps the events
 whose ratio reaches its kind's threshold (:class:`AppearanceThresholds`); the
-measurement behind the defaults is in
-``benchmarks/README.md`` (section "Appearance check of events",
+measurement behind the defaults is in ``benchmarks/README.md`` (section "Appearance check of events",
 ``python -m benchmarks.event_pixels``).
 
 Head turns and looks are not checked here: their physics is the 3D check of
@@ -34,7 +36,7 @@ Head turns and looks are not checked here: their physics is the 3D check of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
@@ -165,73 +167,91 @@ class AppearanceCheck:
         return asdict(self)
 
 
-def _canonical(points: np.ndarray, anchor: np.ndarray) -> np.ndarray | None:
-    """The similarity (rotation, scale, shift) taking ``points[STABLE]`` onto ``anchor``,
-    as a 3x3 matrix. A similarity, not a homography: the landmarks of a turned head are
-    a 3D shape, and a homography fitted to them can fold the image over; the pixels refine
-    it afterwards (:func:`_register`)."""
-    src = np.asarray(points[list(STABLE), :2], np.float64)
-    m, _ = cv2.estimateAffinePartial2D(src, anchor, method=cv2.LMEDS)
-    if m is None:
-        return None
-    return np.vstack([m, [0.0, 0.0, 1.0]])
+@dataclass(frozen=True)
+class FaceThumb:
+    """One frame's face in the canonical frame: the grey pixels (``_SIZE`` square, outer
+    eye corners ``_EYE_SPAN`` apart and level) and the landmarks moved with them. 36 KB a
+    frame: what a bounded-memory analysis keeps of every frame with a face, instead of
+    the frame, for this check."""
+
+    frame_index: int
+    image: np.ndarray = field(repr=False)
+    points: np.ndarray = field(repr=False)
 
 
-def _anchor(points: np.ndarray) -> np.ndarray:
-    """Canonical positions of the stable landmarks of the rest face: a similarity that puts
-    the outer eye corners ``_EYE_SPAN`` apart, level, in the middle of a ``_SIZE`` image."""
-    p = np.asarray(points[:, :2], np.float64)
+def face_thumb(image: np.ndarray, mesh: FaceMesh) -> FaceThumb:
+    """The :class:`FaceThumb` of ``mesh``'s face in ``image`` (BGR or grey)."""
+    p = np.asarray(mesh.points[:, :2], np.float64)
+    m = _eye_similarity(p)
+    scale = float(np.hypot(m[0, 0], m[0, 1]))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    if scale < 0.8:
+        # shrink the face's surroundings by area first, so that the warp does not alias
+        box = mesh.box
+        side = 1.5 * max(box[2] - box[0], box[3] - box[1])
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
+        x1 = int(min(grey.shape[1], cx + side))
+        y1 = int(min(grey.shape[0], cy + side))
+        crop = grey[y0:y1, x0:x1]
+        if crop.size:
+            k = scale * 1.25
+            w, h = max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))
+            grey = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+            fx, fy = w / crop.shape[1], h / crop.shape[0]
+            back = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]])
+            m = (np.vstack([m, [0, 0, 1]]) @ back)[:2]
+    thumb = cv2.warpAffine(
+        grey, m, (_SIZE, _SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    pts = p @ _eye_similarity(p)[:, :2].T + _eye_similarity(p)[:, 2]
+    return FaceThumb(mesh.frame_index, thumb, pts.astype(np.float32))
+
+
+def _eye_similarity(p: np.ndarray) -> np.ndarray:
+    """2x3 similarity putting the outer eye corners ``_EYE_SPAN`` apart, level, above the
+    middle of a ``_SIZE`` square."""
     a, b = p[33], p[263]
     v = b - a
-    s = _EYE_SPAN / max(np.linalg.norm(v), 1e-6)
+    s = _EYE_SPAN / max(float(np.linalg.norm(v)), 1e-6)
     ang = np.arctan2(v[1], v[0])
     c, si = np.cos(-ang) * s, np.sin(-ang) * s
     rot = np.array([[c, -si], [si, c]])
     centre = (a + b) / 2
-    out = (p[list(STABLE)] - centre) @ rot.T + np.array([_SIZE / 2, _SIZE * 0.4])
-    return out
+    shift = np.array([_SIZE / 2, _SIZE * 0.4]) - rot @ centre
+    return np.hstack([rot, shift[:, None]])
 
 
-def _mask(points_canon: np.ndarray, polys: Sequence[Sequence[int]], grow: int = 0) -> np.ndarray:
+def _mask(points: np.ndarray, polys: Sequence[Sequence[int]], grow: int = 0) -> np.ndarray:
     m = np.zeros((_SIZE, _SIZE), np.uint8)
     for poly in polys:
-        cv2.fillPoly(m, [np.round(points_canon[list(poly)]).astype(np.int32)], 1)
+        cv2.fillPoly(m, [np.round(points[list(poly)]).astype(np.int32)], 1)
     if grow:
         m = cv2.dilate(m, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
     return m.astype(bool)
 
 
-def _warp(image: np.ndarray, h: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return cv2.warpPerspective(
-        grey.astype(np.float32),
-        h,
+def appearance_change(rest: FaceThumb, peak: FaceThumb, kind: str) -> float | None:
+    """Mean absolute change of the action's region over that of the control region between
+    the rest and the peak frame. The peak face is mapped onto the rest face by the
+    similarity of their stable landmarks, then by the homography that best aligns their
+    pixels outside the action's region; each is normalised to zero mean and unit deviation
+    over the face. ``None`` when the faces cannot be mapped."""
+    src = np.asarray(peak.points[list(STABLE)], np.float64)
+    dst = np.asarray(rest.points[list(STABLE)], np.float64)
+    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if m is None:
+        return None
+    a = rest.image.astype(np.float32)
+    b = cv2.warpAffine(
+        peak.image.astype(np.float32),
+        m,
         (_SIZE, _SIZE),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
-
-
-def appearance_change(
-    rest_image: np.ndarray,
-    rest: FaceMesh,
-    peak_image: np.ndarray,
-    peak: FaceMesh,
-    kind: str,
-) -> float | None:
-    """Mean absolute change of the action's region over that of the control region between
-    the rest and the peak frame, after mapping both faces onto one canonical face by a
-    homography of the stable landmarks and normalising each to zero mean and unit
-    deviation over the face. ``None`` when a homography cannot be fitted."""
-    anchor = _anchor(rest.points)
-    h_rest = _canonical(rest.points, anchor)
-    h_peak = _canonical(peak.points, anchor)
-    if h_rest is None or h_peak is None:
-        return None
-    a = _warp(rest_image, h_rest)
-    b = _warp(peak_image, h_peak)
-    pts = cv2.perspectiveTransform(np.asarray(rest.points[:, :2], np.float64)[None], h_rest)[0]
-    pts_peak = cv2.perspectiveTransform(np.asarray(peak.points[:, :2], np.float64)[None], h_peak)[0]
+    pts = np.asarray(rest.points, np.float64)
+    pts_peak = np.asarray(peak.points, np.float64) @ m[:, :2].T + m[:, 2]
     face = _mask(pts, (_FACE,))
     if face.sum() < 200:
         return None
@@ -300,15 +320,15 @@ def _rest_frame(
 
 def confirm_events(
     events: Sequence[ActionEvent],
-    images: Mapping[int, np.ndarray],
+    thumbs: Mapping[int, FaceThumb],
     meshes: Sequence[FaceMesh | None],
     *,
     thresholds: AppearanceThresholds,
 ) -> tuple[list[ActionEvent], list[AppearanceCheck]]:
     """The events whose eyes or mouth really changed, and the check of each.
 
-    ``images`` maps a frame's index (``Frame.index``, the mesh's ``frame_index``) to its
-    BGR pixels; ``thresholds`` the ratio each kind must reach. Events of kinds without a
+    ``thumbs`` maps a frame's index (``Frame.index``, the mesh's ``frame_index``) to its
+    :class:`FaceThumb`; ``thresholds`` the ratio each kind must reach. Events of kinds without a
     region (head turns and looks) pass unchecked. An event that cannot be measured (no
     rest frame within 0.6 s, an unmappable face) is not kept: an event is evidence only
     when it is seen in the pixels.
@@ -321,12 +341,10 @@ def confirm_events(
             kept.append(e)
             continue
         peak = by_index.get(e.peak_frame)
-        rest = _rest_frame(e, meshes, images)
+        rest = _rest_frame(e, meshes, thumbs)
         ratio = None
-        if peak is not None and rest is not None and e.peak_frame in images:
-            ratio = appearance_change(
-                images[rest.frame_index], rest, images[e.peak_frame], peak, e.kind
-            )
+        if peak is not None and rest is not None and e.peak_frame in thumbs:
+            ratio = appearance_change(thumbs[rest.frame_index], thumbs[e.peak_frame], e.kind)
         ok = ratio is not None and ratio >= thresholds.of(e.kind)
         checks.append(
             AppearanceCheck(
@@ -348,6 +366,14 @@ def seen_in_pixels(
     meshes: Sequence[FaceMesh | None],
     thresholds: AppearanceThresholds,
 ) -> tuple[list[ActionEvent], list[AppearanceCheck]]:
-    """:func:`confirm_events` over a clip's analysed frames (``Frame`` objects)."""
-    images = {f.index: f.image for f in frames}
-    return confirm_events(events, images, meshes, thresholds=thresholds)
+    """:func:`confirm_events` over a clip's analysed frames (``Frame`` objects), making the
+    thumbnails of only the frames the events need (their peaks and the frames within
+    0.6 s around them)."""
+    by_index = {m.frame_index: m for m in meshes if m is not None}
+    need = set()
+    for e in events:
+        if e.kind in REGIONS:
+            lo, hi = e.start - _REST_WINDOW_S, e.end + _REST_WINDOW_S
+            need |= {m.frame_index for m in by_index.values() if lo <= m.t <= hi}
+    thumbs = {f.index: face_thumb(f.image, by_index[f.index]) for f in frames if f.index in need}
+    return confirm_events(events, thumbs, meshes, thresholds=thresholds)
