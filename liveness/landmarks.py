@@ -143,6 +143,16 @@ class FaceLandmarks:
         except queue.Empty:
             return self._create()
 
+    def acquire(self) -> _Tracker:
+        """A landmarker of the pool for one caller's frames in time order (a live session):
+        ``process(frame)`` each frame, then :meth:`release` it."""
+        return self._acquire()
+
+    def release(self, tracker: _Tracker) -> None:
+        """Give back a landmarker from :meth:`acquire` (its tracking state is reset)."""
+        tracker.reset()
+        self._pool.put(tracker)
+
     def warm_up(self) -> None:
         """Create the pooled instances now, so that load time is not counted as analysis."""
         trackers = [self._acquire() for _ in range(self.workers)]
