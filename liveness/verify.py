@@ -135,6 +135,14 @@ class Verifier:
             model_dir, providers=providers, allow_download=allow_download
         )
         t = time.perf_counter()
+        for given, kind in (
+            (detector, "detector"),
+            (embedder, "embedder"),
+            (pad, "pad"),
+            (landmarker, "landmarker"),
+        ):
+            if given is not None:
+                check_part(given, kind)
         self.detector = detector if detector is not None else build_detector(rt, cfg.detector)
         self.embedder = embedder if embedder is not None else build_embedder(rt, cfg.embedder)
         self.pad = pad if pad is not None else build_pad(rt, cfg.pad_models)
@@ -142,13 +150,6 @@ class Verifier:
         self.landmarks = landmarker or build_landmarker(
             rt, workers=cfg.landmark_workers, delegate=cfg.landmark_delegate
         )
-        for part, kind in (
-            (self.detector, "detector"),
-            (self.embedder, "embedder"),
-            (self.pad, "pad"),
-            (self.landmarks, "landmarker"),
-        ):
-            check_part(part, kind)
         self._low_detector = self.detector.with_threshold(cfg.low_detection_score)
         self.landmarks.warm_up()
         self._calibration = calibration
