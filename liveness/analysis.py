@@ -151,11 +151,19 @@ def analyse_faces(
     calibration: MatchCalibration,
     config: VerifierConfig,
     clock: Clock | None = None,
+    *,
+    measures: dict[int, FaceQuality] | None = None,
+    no_face_samples: Sequence[Frame] | None = None,
 ) -> FaceAnalysis:
     """Quality, keyframes, subject placement, embedding, match, one-person checks and PAD
     of one recording (``meshes``: one per frame of ``video.frames``). Stops early, with the
     reason, when no face was followed, too few frames pass the quality gates, or no best
-    frame could be embedded."""
+    frame could be embedded.
+
+    ``measures``: each face frame's quality, when already measured as the frames were
+    decoded (:class:`liveness.keep.FrameKeeper`, whose frames carry pixels only where a
+    later step looks); ``no_face_samples``: the frames to look at when no face was
+    followed (default: all of ``video.frames``)."""
     clock = clock or Clock()
     cfg = config
     frames = video.frames
@@ -164,13 +172,14 @@ def analyse_faces(
     present = [i for i, m in enumerate(meshes) if m is not None]
     quality["face_fraction"] = len(present) / len(frames)
     if not present:
-        reasons.append(unfollowed_face_reason(parts.detector, frames, cfg.quality))
+        samples = frames if no_face_samples is None else no_face_samples
+        reasons.append(unfollowed_face_reason(parts.detector, samples, cfg.quality))
         return FaceAnalysis(reasons, quality)
     if len(present) / len(frames) < cfg.min_face_fraction:
         reasons.append(Reason.of(ReasonCode.FACE_LOST))
 
     with clock("quality"):
-        qp = quality_pass(frames, meshes, present, cfg.quality, cfg.best_k)
+        qp = quality_pass(frames, meshes, present, cfg.quality, cfg.best_k, measures)
     quality.update(quality_summary(qp.measures, qp.problems, qp.good))
     # A face that is good in only a moment or two of the recording is not a fair basis
     # for a decision: ask for a better recording, naming the commonest problems.
@@ -223,14 +232,17 @@ def quality_pass(
     present: list[int],
     thresholds: QualityThresholds,
     best_k: int,
+    measures: dict[int, FaceQuality] | None = None,
 ) -> QualityPass:
     """Measure each frame with a face (:func:`liveness.quality.measure` in the mesh's box
-    and pose), its problems under ``thresholds``, and the ``best_k`` best good frames
-    spread over time."""
-    q = {
-        i: measure(frames[i].image, meshes[i].box, meshes[i].yaw, meshes[i].pitch)
-        for i in present
-    }
+    and pose; or take ``measures``), its problems under ``thresholds``, and the ``best_k``
+    best good frames spread over time."""
+    q = measures
+    if q is None:
+        q = {
+            i: measure(frames[i].image, meshes[i].box, meshes[i].yaw, meshes[i].pitch)
+            for i in present
+        }
     problems = {i: q[i].problems(thresholds) for i in present}
     good = {i for i in present if not problems[i]}
     scores = [q[i].score(thresholds) if i in good else 0.0 for i in present]

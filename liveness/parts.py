@@ -107,6 +107,11 @@ class FrameStream(Protocol):
 
     def abort(self) -> None: ...
 
+    @property
+    def failed(self) -> bool:
+        """A worker failed (``finish`` raises its error)."""
+        ...
+
 
 @runtime_checkable
 class Landmarker(Protocol):
@@ -117,7 +122,9 @@ class Landmarker(Protocol):
         """Where it runs, for the result's model list."""
         ...
 
-    def stream(self) -> FrameStream: ...
+    def stream(self, on_mesh=None) -> FrameStream:
+        """A stream of frames; ``on_mesh(k, frame, mesh)`` as each pushed frame is done."""
+        ...
 
     def analyse(self, frames: Sequence[Frame]) -> list[FaceMesh | None]: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import models as registry
 from .analysis import Clock, Evidence, analyse_faces, conclude, reference_info, video_info
@@ -19,6 +19,7 @@ from .decision import MatchCalibration, Policy
 from .errors import InputError, SetupError
 from .evidence import attack_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
+from .keep import FrameKeeper
 from .parts import (
     Detector,
     Embedder,
@@ -81,6 +82,8 @@ class VerifierConfig:
     # A second face counts as another person (MULTIPLE_FACES) in this many keyframes.
     multiple_faces_keyframes: int = 2
     landmark_workers: int = 2
+    # Frames decoded ahead of the landmarker, at most (liveness.keep: the memory bound).
+    max_pending_frames: int = 8
     landmark_delegate: str = "cpu"  # MediaPipe's "cpu" (XNNPACK) or "gpu" delegate
     # Passive motion evidence: a recording at least this long in which the face neither
     # blinks nor changes expression is not accepted without review (a photo held up).
@@ -241,7 +244,16 @@ class Verifier:
             return self._finish(out, clock)
         # Landmarks run on their own threads while the video is still being decoded; "video"
         # is the decoding time and "landmarks" the time spent waiting for them afterwards.
-        stream = self.landmarks.stream()
+        # Each frame's pixels are kept only while a later stage can use them (liveness.keep).
+        keeper = FrameKeeper(
+            cfg.quality,
+            best_k=cfg.best_k,
+            keyframe_every_s=cfg.keyframe_every_s,
+            sample_fps=cfg.sample_fps,
+            max_pending=cfg.max_pending_frames,
+        )
+        stream = self.landmarks.stream(on_mesh=keeper.on_mesh)
+        keeper.start(stream)
         try:
             with clock("video"):
                 video = load_video(
@@ -249,20 +261,25 @@ class Verifier:
                     sample_fps=cfg.sample_fps,
                     limits=cfg.limits,
                     fps=fps,
-                    on_frame=stream.push,
+                    on_frame=keeper.push,
+                    keep_frames=False,
                 )
         except BaseException:
             stream.abort()
             raise
         if challenge is not None:
             try:
-                claims = self.challenges.begin(challenge, video.sha256, now, content=video.frames)
+                claims = self.challenges.begin(
+                    challenge, video.sha256, now, content=keeper.thumbnails
+                )
             except SessionError as exc:
                 stream.abort()
                 return self._session_refused(exc, clock)
         out = Evidence(video=video_info(video), reference=reference_info(ref))
         with clock("landmarks"):
             meshes = stream.finish()
+        kept = keeper.finish(video.frames)
+        video = replace(video, frames=kept.frames)
         with clock("actions"):
             events = detect_actions(meshes, mirrored=mirrored)
         out.liveness.temporal = motion_evidence(meshes, events)
@@ -272,7 +289,18 @@ class Verifier:
             out.head_windows = check.head_windows
             out.liveness.challenge = check.evidence
             out.reasons += check.reasons
-        out.add_faces(analyse_faces(video, meshes, ref, self.parts, self.calibration, cfg, clock))
+        faces = analyse_faces(
+            video,
+            meshes,
+            ref,
+            self.parts,
+            self.calibration,
+            cfg,
+            clock,
+            measures=kept.measures,
+            no_face_samples=kept.no_face_samples,
+        )
+        out.add_faces(faces)
         with clock("attack_evidence"):
             attack_evidence(meshes, out, self.fusion)
         motion_gate(video, out, cfg)
