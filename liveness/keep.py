@@ -84,6 +84,36 @@ def frame_bound(
     return max_pending + max(best + keyframes, 2 * no_face_samples)
 
 
+class BestCandidates:
+    """The ``bound`` best-scoring frames so far, ties going to the earlier frame (the order
+    of :func:`liveness.quality.best_frames`' stable sort); frames scoring 0 or less never
+    enter (they are never chosen)."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self._heap: list[tuple[float, int]] = []  # min-heap of (score, -k)
+        self._members: set[int] = set()
+
+    def add(self, k: int, score: float) -> list[int]:
+        """Offer frame ``k``; the frames that left (``k`` itself when it does not enter)."""
+        if score <= 0:
+            return [k]
+        heapq.heappush(self._heap, (score, -k))
+        self._members.add(k)
+        out = []
+        while len(self._heap) > self.bound:
+            _, neg = heapq.heappop(self._heap)
+            self._members.discard(-neg)
+            out.append(-neg)
+        return out
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
 class FramesKept(Sequence):
     """The sampled frames as the analysis sees them: every frame's index and time, the
     pixels of the kept ones (the others carry an ``(H, W, 0)`` image)."""
@@ -115,6 +145,11 @@ class Kept:
     thumbnails: list[tuple[float, np.ndarray]]
     peak_frames: int
     peak_bytes: int
+
+    @property
+    def peak_mb(self) -> float:
+        """``peak_bytes`` in MiB, rounded to 0.1."""
+        return round(self.peak_bytes / (1024 * 1024), 1)
 
 
 class FrameKeeper:
@@ -154,8 +189,7 @@ class FrameKeeper:
         self._done: dict[int, tuple[FaceMesh | None, FaceQuality | None]] = {}
         self._images: dict[int, np.ndarray] = {}
         self._keyframes: set[int] = set()
-        self._best: list[tuple[float, int]] = []  # min-heap of (score, -k)
-        self._best_set: set[int] = set()
+        self._best = BestCandidates(candidate_bound(best_k, self._window))
         self._samples: list[int] = []
         self._sample_stride = 1
         self._face_seen = False
@@ -171,11 +205,6 @@ class FrameKeeper:
         """Push frames to ``stream`` (a landmark stream made with ``on_mesh=self.on_mesh``)."""
         self._stream = stream
         return self
-
-    @property
-    def best_bound(self) -> int:
-        """``R`` now (it grows if frames come closer together than the sampling rate)."""
-        return candidate_bound(self.best_k, self._window)
 
     # -- decoder side --------------------------------------------------------------------
 
@@ -199,7 +228,9 @@ class FrameKeeper:
         recent.append(t)
         while recent and recent[0] <= t - 2 * BEST_MIN_GAP_S:
             recent.popleft()
-        self._window = max(self._window, len(recent))
+        if len(recent) > self._window:  # closer than the sampling rate: keep more
+            self._window = len(recent)
+            self._best.bound = candidate_bound(self.best_k, self._window)
 
     # -- landmark side -------------------------------------------------------------------
 
@@ -235,15 +266,9 @@ class FrameKeeper:
         self._release(k)
 
     def _candidate(self, k: int, score: float, image: np.ndarray) -> None:
-        if score <= 0:
-            return
-        heapq.heappush(self._best, (score, -k))
-        self._best_set.add(k)
         self._hold(k, image)
-        while len(self._best) > self.best_bound:
-            _, neg = heapq.heappop(self._best)
-            self._best_set.discard(-neg)
-            self._release(-neg)
+        for j in self._best.add(k, score):
+            self._release(j)
 
     def _sample(self, k: int, image: np.ndarray) -> None:
         if k % self._sample_stride:
@@ -270,7 +295,7 @@ class FrameKeeper:
         if (
             k in self._pending
             or k in self._keyframes
-            or k in self._best_set
+            or k in self._best
             or k in self._samples
             or k not in self._images
         ):

@@ -280,6 +280,7 @@ class Verifier:
             meshes = stream.finish()
         kept = keeper.finish(video.frames)
         video = replace(video, frames=kept.frames)
+        out.video |= {"frames_held_peak": kept.peak_frames, "held_mb_peak": kept.peak_mb}
         with clock("actions"):
             events = detect_actions(meshes, mirrored=mirrored)
         out.liveness.temporal = motion_evidence(meshes, events)
