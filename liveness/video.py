@@ -64,7 +64,9 @@ class VideoLimits:
     decoder_wall_s: float = 120.0
     decoder_cpu_s: float = 120.0
     # Decoded frames kept for analysis, in bytes of BGR pixels: 768 MiB holds 20 s at 15
-    # fps of 1280x720 frames (2.76 MB each), far more than a recovery clip needs.
+    # fps of 1280x720 frames (2.76 MB each), far more than a recovery clip needs. Only for
+    # callers that keep every frame (load_video's default); the Verifier keeps a bounded
+    # few (liveness.keep) and does not need it.
     max_kept_bytes: int = 768 * 1024 * 1024
 
 
