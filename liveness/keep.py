@@ -125,7 +125,10 @@ class FramesKept(Sequence):
     def __len__(self) -> int:
         return len(self._frames)
 
-    def __getitem__(self, i):  # Sequence: int -> Frame
+    def __getitem__(self, i):  # Sequence: int -> Frame, slice -> list[Frame]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self._frames))[i]  # negative indices; IndexError out of range
         f = self._frames[i]
         image = self._images.get(i)
         return f if image is None else Frame(f.index, f.t, image)

@@ -11,9 +11,9 @@ and builds the default from this registry when not::
                  embedder=build_embedder(rt, "dlib_resnet"))
 
 A part is anything with the protocol's methods (checked with ``isinstance`` at
-construction). A new detector, embedder or PAD model is one class and one
-:class:`PartSpec` given to :func:`register`; its file, SHA-256 and license stay in
-:data:`liveness.models.REGISTRY`.
+construction: a ``SetupError`` names what is missing). A new detector, embedder or PAD
+model is one class and one :class:`PartSpec` given to :func:`register`; its file, SHA-256
+and license stay in :data:`liveness.models.REGISTRY`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .attack import PAD_CONTRACTS, PresentationAttackDetector
 from .decision import MatchCalibration
 from .detect import Face, FaceDetector, ScrfdDetector
 from .embed import CONTRACTS, DlibResNetEmbedder, FaceEmbedder
+from .errors import SetupError
 from .landmarks import FaceLandmarks, FaceMesh
 from .runtime import Runtime
 from .video import Frame
@@ -257,7 +258,8 @@ def calibration_for(embedder: str) -> MatchCalibration:
 
 
 def check_part(obj: object, kind: Kind) -> None:
-    """``TypeError`` naming what is missing when ``obj`` is not a ``kind`` part."""
+    """:class:`~liveness.errors.SetupError` naming what is missing when ``obj`` is not a
+    ``kind`` part."""
     proto = {
         "detector": Detector,
         "embedder": Embedder,
@@ -270,7 +272,7 @@ def check_part(obj: object, kind: Kind) -> None:
             for n in dir(proto)
             if not n.startswith("_") and not hasattr(obj, n)
         ]
-        raise TypeError(
+        raise SetupError(
             f"{type(obj).__name__} is not a {kind}: it lacks {', '.join(need) or 'a method'}"
         )
 

@@ -14,10 +14,16 @@ import pytest
 from media import frame_at
 
 from liveness import ReasonCode
-from liveness.keep import BestCandidates, candidate_bound, frame_bound, window_bound
+from liveness.keep import (
+    BestCandidates,
+    FramesKept,
+    candidate_bound,
+    frame_bound,
+    window_bound,
+)
 from liveness.quality import best_frames
 from liveness.verify import VerifierConfig
-from liveness.video import _Sampler
+from liveness.video import Frame, _Sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,3 +133,13 @@ def test_a_long_1280_square_upload_stays_within_the_bound(data_dir, tmp_path):
     # the pixels held, plus the verification's working memory (60 s: +390 MB of resident
     # memory with 333 MB of pixels held at the peak; every frame kept: +4181 MB)
     assert r["peak_mb"] - r["before_mb"] < bound * frame_mb + 300
+
+
+def test_kept_frames_index_like_a_list():
+    frames = [Frame(i, i / 15, np.empty((4, 4, 0), np.uint8)) for i in range(5)]
+    kept = FramesKept(frames, {1: np.zeros((4, 4, 3), np.uint8), 4: np.ones((4, 4, 3), np.uint8)})
+    assert len(kept) == 5 and kept.kept() == [1, 4]
+    assert kept[1].image.shape == (4, 4, 3) and kept[2].image.shape == (4, 4, 0)
+    assert kept[-1].image.sum() == 48 and [f.index for f in kept[1:3]] == [1, 2]
+    with pytest.raises(IndexError):
+        kept[5]

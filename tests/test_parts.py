@@ -14,6 +14,7 @@ from liveness.analysis import every, spread
 from liveness.challenges import ActionEvent, check_challenge
 from liveness.detect import FaceDetector, ScrfdDetector
 from liveness.embed import DlibResNetEmbedder
+from liveness.errors import SetupError
 from liveness.parts import (
     PARTS,
     Detector,
@@ -70,7 +71,7 @@ def test_default_parts_meet_their_protocols(verifier):
 
 
 def test_an_object_that_is_not_a_part_is_refused_naming_what_it_lacks(runtime):
-    with pytest.raises(TypeError, match="detect"):
+    with pytest.raises(SetupError, match="detect"):
         Verifier(runtime=runtime, detector=object())
 
 
