@@ -17,7 +17,9 @@ worker) and the frame is kept only when a later stage can use it:
   never chosen: the same best frames as with every frame kept;
 * while no face has been followed, a few frames spread over the clip (at most
   ``2 * no_face_samples``, thinned by doubling their spacing), for the reason given when
-  no face is followed at all (:func:`liveness.track.unfollowed_face_reason`).
+  no face is followed at all (:func:`liveness.track.unfollowed_face_reason`). This is the
+  one choice that differs from keeping every frame: it looked at 5 frames spread over all
+  of them, now at 5 spread over these samples (the same times to within their spacing).
 
 Besides those, per frame: the mesh (in the stream), the :class:`~liveness.quality.FaceQuality`
 and the 32x32 thumbnail of :func:`liveness.fingerprint.thumbnail` (4 kB), from which the
