@@ -39,12 +39,14 @@ from __future__ import annotations
 import heapq
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import VideoLimitError
 from .fingerprint import thumbnail
 from .landmarks import FaceMesh
 from .quality import FaceQuality, QualityThresholds, measure
@@ -168,6 +170,8 @@ class FrameKeeper:
     sample_fps : the sampling rate (for the best-candidate bound).
     max_pending : frames pushed to the landmarker and not yet back, at most.
     no_face_samples : frames looked at when no face is followed.
+    stall_s : the decoder waits at most this long for the landmarker to give back a frame;
+        then :class:`~liveness.errors.VideoLimitError` (never a hang).
     """
 
     def __init__(
@@ -179,12 +183,14 @@ class FrameKeeper:
         sample_fps: float | None = 15.0,
         max_pending: int = 8,
         no_face_samples: int = 5,
+        stall_s: float = 60.0,
     ) -> None:
         self.thresholds = thresholds
         self.best_k = best_k
         self.keyframe_every_s = keyframe_every_s
         self.max_pending = max(1, max_pending)
         self.no_face_samples = no_face_samples
+        self.stall_s = stall_s
         self._window = window_bound(sample_fps)
         self._cond = threading.Condition()
         self._stream = None
@@ -217,8 +223,16 @@ class FrameKeeper:
         """One sampled frame, as decoded: waits while ``max_pending`` frames are with the
         landmarker, then hands it over."""
         with self._cond:
+            since, settled = time.monotonic(), self._next
             while len(self._pending) >= self.max_pending and not self._stream.failed:
                 self._cond.wait(0.05)
+                if self._next != settled:
+                    since, settled = time.monotonic(), self._next
+                elif time.monotonic() - since > self.stall_s:
+                    raise VideoLimitError(
+                        f"the analysis gave back no frame for {self.stall_s:.0f} s; "
+                        "try again later or with a shorter video"
+                    )
             k = self._count
             self._count += 1
             self.thumbnails.append((frame.t, thumbnail(frame.image)))

@@ -14,14 +14,16 @@ import pytest
 from media import frame_at
 
 from liveness import ReasonCode
+from liveness.errors import VideoLimitError
 from liveness.keep import (
     BestCandidates,
+    FrameKeeper,
     FramesKept,
     candidate_bound,
     frame_bound,
     window_bound,
 )
-from liveness.quality import best_frames
+from liveness.quality import QualityThresholds, best_frames
 from liveness.verify import VerifierConfig
 from liveness.video import Frame, _Sampler
 
@@ -143,3 +145,21 @@ def test_kept_frames_index_like_a_list():
     assert kept[-1].image.sum() == 48 and [f.index for f in kept[1:3]] == [1, 2]
     with pytest.raises(IndexError):
         kept[5]
+
+
+class _SilentStream:
+    """A landmark stream that takes frames and never gives one back."""
+
+    failed = False
+
+    def push(self, frame):
+        pass
+
+
+def test_a_landmarker_that_never_answers_is_a_typed_error_not_a_hang():
+    keeper = FrameKeeper(QualityThresholds(), max_pending=2, stall_s=0.3).start(_SilentStream())
+    frames = [Frame(i, i / 15, np.zeros((8, 8, 3), np.uint8)) for i in range(3)]
+    keeper.push(frames[0])
+    keeper.push(frames[1])
+    with pytest.raises(VideoLimitError, match="no frame"):
+        keeper.push(frames[2])
