@@ -213,6 +213,10 @@ class Verifier:
         Unreadable input raises an
         :class:`~liveness.errors.InputError`; problems with the faces or the session give a
         ``reject`` or ``review`` result with reasons.
+
+        Memory: frames are analysed as they are decoded; at most
+        :func:`liveness.keep.frame_bound` frames' pixels are held at once (74 with the
+        defaults: 347 MiB of 1280x1280 frames), whatever the clip's length.
         """
         cfg = self.config
         clock = Clock()
