@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="the verifier's duration limit (default: VideoLimits' own)",
     )
     ap.add_argument("--embedder", default=None, help="embedder registry name (dlib_resnet)")
+    ap.add_argument("--detector", default=None, help="detector part name (scrfd_500m)")
     args = ap.parse_args(argv)
     set_progress(False if args.no_progress else None)
     rows = load_rows(args.labels, args.reference_from_subject)
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     limits = replace(VerifierConfig().limits, formats=LAB_VIDEO_FORMATS)
     if args.max_duration_s is not None:
         limits = replace(limits, max_duration_s=args.max_duration_s)
-    config = VerifierConfig(limits=limits, **({"embedder": args.embedder} if args.embedder else {}))
+    parts = {k: getattr(args, k) for k in ("embedder", "detector") if getattr(args, k)}
+    config = VerifierConfig(limits=limits, **parts)
     jobs = [(row, root, args.default_reference, lbs) for row, root, lbs in rows]
     # --engine: serially, on a process pool or on Ray (the same rows); closing() stops the
     # workers even if the loop ends early

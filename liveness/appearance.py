@@ -26,8 +26,8 @@ A real blink covers the iris with the lid; a real open mouth shows the dark mout
 teeth: the region changes several times more than the control. A photo's "event" changes
 both regions by the same noise, a ratio near 1. :func:`confirm_events` keeps the events
 whose ratio reaches its kind's threshold (:class:`AppearanceThresholds`); the
-measurement behind the defaults is in ``benchmarks/README.md`` (section "Appearance check of events",
-``python -m benchmarks.event_pixels``).
+measurement behind the defaults is in ``benchmarks/README.md`` (section "Appearance check
+of events", ``python -m benchmarks.event_pixels``).
 
 Head turns and looks are not checked here: their physics is the 3D check of
 :mod:`liveness.geometry`.

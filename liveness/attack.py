@@ -77,12 +77,20 @@ class PresentationAttackDetector:
 
     Parameters
     ----------
-    models : loaded models whose names are keys of :data:`PAD_CONTRACTS`; their live
-        probabilities are averaged.
+    models : loaded models; their live probabilities are averaged.
+    contracts : each model's :class:`PadModelContract`, in the same order (default: from
+        :data:`PAD_CONTRACTS` by model name; :mod:`liveness.parts` passes its registry's).
     """
 
-    def __init__(self, models: list[OnnxModel]) -> None:
+    def __init__(
+        self, models: list[OnnxModel], contracts: list[PadModelContract] | None = None
+    ) -> None:
         self.models = models
+        self.contracts = (
+            [PAD_CONTRACTS[m.name] for m in models] if contracts is None else list(contracts)
+        )
+        if len(self.contracts) != len(self.models):
+            raise ValueError(f"{len(self.contracts)} contracts for {len(self.models)} PAD models")
 
     def live_probability(self, image: np.ndarray, box: np.ndarray) -> float:
         """Mean live probability over the ensemble for the face at ``box`` in ``image``."""
@@ -112,8 +120,7 @@ class PresentationAttackDetector:
     def _probabilities(self, faces: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Per model, the live probability of each face: ``[n_models][n_faces]``."""
         out = []
-        for m in self.models:
-            c = PAD_CONTRACTS[m.name]
+        for m, c in zip(self.models, self.contracts, strict=True):
             x = np.stack([_pad_input(image, box, c) for image, box in faces])
             if m.accepts_batch:
                 logits = m.run(x)[0]

@@ -2,7 +2,9 @@
 
 :func:`detect_actions` turns the landmarker's per-frame :class:`~liveness.landmarks.FaceMesh`
 list into :class:`ActionEvent` s; :func:`check_sequence` says whether the actions a user was
-asked for happened, in order, inside a time window.
+asked for happened, in order, inside a time window; :func:`check_challenge` applies it to a
+server-issued challenge (:class:`~liveness.sessions.ChallengeGate` tokens) and gives the
+evidence and reasons for the result.
 
 Every signal is measured against the person's own neutral face, estimated from the same
 clip, never against a fixed absolute value: a head held slightly turned, narrow eyes,
@@ -38,12 +40,17 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .actions import ACTION_PHRASES, Action
 from .errors import InputError
 from .landmarks import FaceMesh
+from .reasons import Reason, ReasonCode
+
+if TYPE_CHECKING:
+    from .sessions import ChallengeClaims
 
 # Eye landmarks (the person's right / left eye): corners, then three upper/lower lid pairs.
 _RIGHT_EYE = (33, 133, ((160, 144), (159, 145), (158, 153)))
@@ -465,3 +472,89 @@ def check_sequence(
         other_actions=other,
         too_many_other=too_many,
     )
+
+
+def head_windows(seq: SequenceResult, margin_s: float = 0.5) -> list[tuple[float, float]]:
+    """``(start, end)`` of each matched head-movement step (turns and looks), widened by
+    ``margin_s`` each side: where 3D consistency is checked step by step
+    (:mod:`liveness.geometry`)."""
+    return [
+        (st.event.start - margin_s, st.event.end + margin_s)
+        for st in seq.steps
+        if st.event is not None and st.kind.startswith(("turn_", "look_"))
+    ]
+
+
+@dataclass(frozen=True)
+class ChallengeCheck:
+    """What :func:`check_challenge` found: ``completed``, the head-movement windows, the
+    evidence for ``liveness.challenge`` and the reasons when not completed."""
+
+    completed: bool
+    head_windows: list[tuple[float, float]]
+    evidence: dict
+    reasons: list[Reason]
+
+
+def check_challenge(
+    claims: ChallengeClaims, events: Sequence[ActionEvent], duration_s: float
+) -> ChallengeCheck:
+    """Find a challenge token's actions, in order, inside a recording of ``duration_s``.
+
+    Timed tokens (v2, ``claims.windows``): each step must start in its window after the
+    recording starts, and at most 2 unrequested actions (blinks excepted) are tolerated (a
+    clip doing every action in a row finds any sequence). Version 1 tokens: only the order.
+    """
+    seq = check_sequence(
+        events,
+        claims.actions,
+        window=(0.0, duration_s + 0.5),
+        windows=claims.windows,
+        max_other=None if claims.windows is None else 2,
+    )
+    evidence = {
+        "session_id": claims.session_id,
+        "actions": list(claims.actions),
+        "completed": seq.completed,
+        "steps": [
+            {"kind": st.kind, "found": st.event is not None}
+            | (
+                {}
+                if st.event is None
+                else {
+                    "start": st.event.start,
+                    "peak": st.event.peak,
+                    "end": st.event.end,
+                    "confidence": st.event.confidence,
+                }
+            )
+            for st in seq.steps
+        ],
+    }
+    return ChallengeCheck(
+        seq.completed, head_windows(seq), evidence, challenge_reasons(seq, len(claims.actions))
+    )
+
+
+def challenge_reasons(seq: SequenceResult, n_steps: int) -> list[Reason]:
+    """The reasons a token's sequence was not completed (none when it was)."""
+    reasons: list[Reason] = []
+    if seq.completed:
+        return reasons
+    if seq.too_many_other:
+        detail = f"{seq.other_actions} actions not asked for"
+        reasons.append(Reason.of(ReasonCode.CHALLENGE_EXTRA_ACTIONS, detail=detail))
+    if seq.failed_step is None:
+        return reasons
+    if seq.out_of_order:
+        reasons.append(Reason.of(ReasonCode.CHALLENGE_OUT_OF_ORDER))
+    else:
+        msg = (
+            f"{seq.message} (step {seq.failed_step + 1} of {n_steps}). "
+            "Try again with a new set of instructions and do each one clearly."
+        )
+        code = ReasonCode.CHALLENGE_NOT_COMPLETED
+        if seq.mistimed:
+            code = ReasonCode.CHALLENGE_OUT_OF_TIME
+        reasons.append(Reason.of(code, detail=seq.failed_kind, message=msg))
+    return reasons

@@ -1,10 +1,15 @@
-"""Face detection with YuNet run through ONNX Runtime.
+"""Face detection: one class per detector model contract (YuNet, SCRFD), run through ONNX
+Runtime. Both give :class:`Face` s with the same 5 points in the same order, so either can
+serve the pipeline (see :mod:`liveness.parts`).
 
-The 2023mar YuNet graph takes a fixed ``[1, 3, 640, 640]`` BGR 0-255 input. The image is
-scaled to fit (aspect kept) and padded at the bottom and right, and the outputs are decoded
-here as OpenCV's ``FaceDetectorYN`` decodes them: for each stride ``s`` of 8, 16, 32 and each
-grid cell ``(row, col)``, score = sqrt(cls * obj), centre = ``(col + dx, row + dy) * s``,
-size = ``exp(dw, dh) * s``, landmarks = ``(col + kx, row + ky) * s``.
+:class:`FaceDetector` (``yunet``): the 2023mar YuNet graph takes a fixed
+``[1, 3, 640, 640]`` BGR 0-255 input. The image is scaled to fit (aspect kept) and padded
+at the bottom and right, and the outputs are decoded here as OpenCV's ``FaceDetectorYN``
+decodes them: for each stride ``s`` of 8, 16, 32 and each grid cell ``(row, col)``,
+score = sqrt(cls * obj), centre = ``(col + dx, row + dy) * s``, size = ``exp(dw, dh) * s``,
+landmarks = ``(col + kx, row + ky) * s``.
+
+:class:`ScrfdDetector` (``scrfd_500m``): see its docstring.
 """
 
 from __future__ import annotations
@@ -80,6 +85,10 @@ class FaceDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
 
+    def with_threshold(self, score_threshold: float) -> FaceDetector:
+        """The same model and NMS with another score threshold (shares the session)."""
+        return FaceDetector(self.model, score_threshold, self.nms_threshold)
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, best score first."""
         h, w = image.shape[:2]
@@ -131,3 +140,107 @@ class FaceDetector:
                 continue
             faces.append(Face(box, points_a[i].astype(np.float32), float(scores_a[i])))
         return faces
+
+
+class ScrfdDetector:
+    """InsightFace SCRFD (``scrfd_500m``: ``det_500m.onnx`` of the buffalo_sc pack).
+
+    Contract, as InsightFace's ``model_zoo/scrfd.py`` runs it: the image scaled to fit
+    ``input_size`` (aspect kept, padded at the bottom and right), RGB, ``(x - 127.5) / 128``;
+    outputs per stride 8, 16, 32 with 2 anchors per cell: score, box as distances
+    ``(left, top, right, bottom)`` from the anchor centre and 5 keypoints as offsets, all in
+    units of the stride. The keypoints are the eyes, nose tip and mouth corners in image
+    order, the same order as :class:`FaceDetector`'s.
+
+    Parameters
+    ----------
+    model : the loaded ``scrfd_500m`` model.
+    score_threshold : minimum face score (InsightFace's default 0.5).
+    nms_threshold : IoU above which overlapping boxes are merged (InsightFace: 0.4).
+    input_size : side of the square network input (640, as InsightFace's ``det_size``).
+    """
+
+    ANCHORS = 2
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        input_size: int = INPUT_SIZE,
+    ) -> None:
+        self.model = model
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.input_size = input_size
+        self._centres = {s: _anchor_centres(input_size // s, s, self.ANCHORS) for s in STRIDES}
+
+    def with_threshold(self, score_threshold: float) -> ScrfdDetector:
+        """The same model, NMS and input size with another score threshold."""
+        return ScrfdDetector(self.model, score_threshold, self.nms_threshold, self.input_size)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, best score first."""
+        h, w = image.shape[:2]
+        n = self.input_size
+        scale = n / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.zeros((n, n, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
+        outs = self.model.run(np.ascontiguousarray(blob.transpose(2, 0, 1))[None])
+        k = len(STRIDES)
+        boxes, points, scores = [], [], []
+        for j, s in enumerate(STRIDES):
+            score = outs[j].reshape(-1)
+            keep = score >= self.score_threshold
+            if not keep.any():
+                continue
+            c = self._centres[s][keep]
+            d = outs[j + k].reshape(-1, 4)[keep] * s
+            kp = outs[j + 2 * k].reshape(-1, 5, 2)[keep] * s
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+            points.append(kp + c[:, None, :])
+            scores.append(score[keep])
+        if not scores:
+            return []
+        return _nms_faces(
+            np.concatenate(boxes) / scale,
+            np.concatenate(points) / scale,
+            np.concatenate(scores).astype(np.float64),
+            (w, h),
+            self.score_threshold,
+            self.nms_threshold,
+        )
+
+
+def _anchor_centres(cells: int, stride: int, anchors: int) -> np.ndarray:
+    """``(cells * cells * anchors, 2)`` anchor centres (x, y) in input pixels, row-major,
+    each repeated ``anchors`` times (SCRFD's output order)."""
+    rows, cols = np.mgrid[0:cells, 0:cells]
+    xy = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32) * stride
+    return np.repeat(xy, anchors, axis=0)
+
+
+def _nms_faces(
+    boxes: np.ndarray,
+    points: np.ndarray,
+    scores: np.ndarray,
+    size: tuple[int, int],
+    score_threshold: float,
+    nms_threshold: float,
+) -> list[Face]:
+    """Non-maximum suppression of ``(N, 4)`` boxes in image pixels; the kept faces, boxes
+    clipped to the image ``size`` (w, h), best score first, those under 2 px dropped."""
+    w, h = size
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), score_threshold, nms_threshold)
+    faces = []
+    for i in sorted(np.asarray(idx, dtype=int).ravel(), key=lambda i: -scores[i]):
+        box = boxes[i].astype(np.float32).copy()
+        box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
+        box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        faces.append(Face(box, points[i].astype(np.float32), float(scores[i])))
+    return faces

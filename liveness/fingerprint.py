@@ -42,6 +42,13 @@ def _hash(small: np.ndarray) -> int:
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """The 32x32 grey picture (float32) a frame's hash and blocks are made from: a
+    fingerprint of ``(t, thumbnail)`` pairs equals that of the frames themselves, so it can
+    be computed while frames are decoded without keeping them."""
+    return _small(image)
+
+
 def frame_hash(image: np.ndarray) -> int:
     """64-bit perceptual hash of one BGR or grey frame (see the module docstring)."""
     return _hash(_small(image))

@@ -143,6 +143,16 @@ class FaceLandmarks:
         except queue.Empty:
             return self._create()
 
+    def acquire(self) -> _Tracker:
+        """A landmarker of the pool for one caller's frames in time order (a live session):
+        ``process(frame)`` each frame, then :meth:`release` it."""
+        return self._acquire()
+
+    def release(self, tracker: _Tracker) -> None:
+        """Give back a landmarker from :meth:`acquire` (its tracking state is reset)."""
+        tracker.reset()
+        self._pool.put(tracker)
+
     def warm_up(self) -> None:
         """Create the pooled instances now, so that load time is not counted as analysis."""
         trackers = [self._acquire() for _ in range(self.workers)]
@@ -160,9 +170,11 @@ class FaceLandmarks:
             raise
         return stream.finish()
 
-    def stream(self) -> LandmarkStream:
-        """A :class:`LandmarkStream`: push frames as they are decoded, then ``finish()``."""
-        return LandmarkStream(self, min(self.workers, 8))
+    def stream(self, on_mesh=None) -> LandmarkStream:
+        """A :class:`LandmarkStream`: push frames as they are decoded, then ``finish()``.
+        ``on_mesh(k, frame, mesh)`` is called on a worker thread as each pushed frame ``k``
+        is done (in any order), so that its pixels can be let go of."""
+        return LandmarkStream(self, min(self.workers, 8), on_mesh)
 
     def close(self) -> None:
         while True:
@@ -182,8 +194,9 @@ class LandmarkStream:
 
     _DONE = object()
 
-    def __init__(self, owner: FaceLandmarks, workers: int) -> None:
+    def __init__(self, owner: FaceLandmarks, workers: int, on_mesh=None) -> None:
         self._owner = owner
+        self._on_mesh = on_mesh
         self._queues = [queue.SimpleQueue() for _ in range(max(1, workers))]
         self._results: dict[int, FaceMesh | None] = {}
         self._errors: list[BaseException] = []
@@ -207,6 +220,11 @@ class LandmarkStream:
             raise self._errors[0]
         return [self._results[k] for k in range(self._count)]
 
+    @property
+    def failed(self) -> bool:
+        """A worker has failed (``finish`` will raise its error)."""
+        return bool(self._errors)
+
     def abort(self) -> None:
         """Stop without results (decoding failed)."""
         self._stop()
@@ -224,6 +242,8 @@ class LandmarkStream:
                 k, frame = item
                 if not self._errors:
                     self._results[k] = tracker.process(frame)
+                    if self._on_mesh is not None:
+                        self._on_mesh(k, frame, self._results[k])
         except BaseException as exc:  # surfaced by finish()
             self._errors.append(exc)
             while q.get() is not self._DONE:

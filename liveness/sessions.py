@@ -893,6 +893,13 @@ class ChallengeGate:
                 raise VideoReusedError(detail="content fingerprint seen before")
         return claims
 
+    def check(self, claims: ChallengeClaims, events, duration_s: float):
+        """Whether the recording did the token's actions, in order (and in time, for timed
+        tokens): :func:`liveness.challenges.check_challenge`, a ``ChallengeCheck``."""
+        from .challenges import check_challenge
+
+        return check_challenge(claims, events, duration_s)
+
     def record_failure(self, claims: ChallengeClaims, now: float | None = None) -> None:
         """Count a rejected attempt against the token's account (no-op without one)."""
         if claims.account is not None:

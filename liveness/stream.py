@@ -32,28 +32,27 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .actions import ACTION_PHRASES, INSTRUCTIONS, Action
+from .analysis import Clock, Evidence, analyse_faces, conclude, reference_info
 from .appearance import seen_in_pixels
-from .challenges import ActionEvent, check_sequence, detect_actions
+from .challenges import ActionEvent, check_sequence, detect_actions, head_windows
 from .errors import InputError
+from .evidence import attack_evidence, motion_evidence
 from .landmarks import FaceMesh
 from .reasons import Reason, ReasonCode
+from .reference import Reference
 from .result import VerificationResult
 from .screenlight import PALETTE, LightConfig, draw_sequence, measure_response, sample_colours
 from .sessions import draw_actions
-from .verify import (
-    Reference,
-    Verifier,
-    _Clock,
-    _Evidence,
-    _motion_evidence,
-    _reference_info,
-)
 from .video import Frame, Video
+
+if TYPE_CHECKING:
+    from .verify import Verifier
 
 
 class StreamInputError(InputError):
@@ -206,7 +205,7 @@ class LiveSession:
         if self._t0 is not None:
             raise RuntimeError("the session has already started")
         self._t0 = time.monotonic() if now is None else now
-        self._tracker = self.verifier.landmarks._acquire()
+        self._tracker = self.verifier.landmarks.acquire()
         self._next_at = 0.0
         return self._advance(0.0)
 
@@ -372,7 +371,7 @@ class LiveSession:
             self._end("failed", self._t(now), "the stream ended before every step was seen")
         v = self.verifier
         timings: dict[str, float] = {}
-        clock = _Clock(timings)
+        clock = Clock(timings)
         try:
             with clock("reference"):
                 ref = (
@@ -384,19 +383,19 @@ class LiveSession:
                 Frame(i, t, self._decode(img) if isinstance(img, bytes) else img)
                 for i, (t, img) in enumerate(self._frames)
             ]
-            out = _Evidence(video={}, reference=_reference_info(ref))
+            out = Evidence(video={}, reference=reference_info(ref))
             if not ref.usable:
                 out.reasons.append(
                     Reason.of(
                         ReasonCode.REFERENCE_UNUSABLE, "reject", detail=", ".join(ref.problems)
                     )
                 )
-                return v._finish(out, timings, clock)
+                return conclude(out, v.config.policy, clock, v.models_used())
             if len(frames) < 3:
                 out.reasons.append(Reason.of(ReasonCode.NO_FACE))
                 out.challenge_ok = False
                 out.liveness.challenge = self._challenge_evidence(None, None)
-                return v._finish(out, timings, clock)
+                return conclude(out, v.config.policy, clock, v.models_used())
             h, w = frames[0].image.shape[:2]
             span = frames[-1].t - frames[0].t
             video = Video(frames, (len(frames) - 1) / max(span, 1e-6), span, w, h, len(frames))
@@ -416,19 +415,20 @@ class LiveSession:
                     meshes,
                     v.config.event_appearance,
                 )
-            out.liveness.temporal = _motion_evidence(meshes, events, checks)
+            out.liveness.temporal = motion_evidence(meshes, events, checks)
             self._check_steps(events, out)
             with clock("light"):
                 self._check_light(out)
-            v._analyse(video, meshes, ref, out, clock)
+            faces = analyse_faces(video, meshes, ref, v.parts, v.calibration, v.config, clock)
+            out.add_faces(faces)
             with clock("attack_evidence"):  # 3D consistency over the clip and each head step
-                v._attack_evidence(meshes, out)
+                attack_evidence(meshes, out, v.fusion)
             timings["per_frame_ms_median"] = float(np.median(self.frame_ms)) if self.frame_ms else 0
-            return v._finish(out, timings, clock)
+            return conclude(out, v.config.policy, clock, v.models_used())
         finally:
             self.close()
 
-    def _check_steps(self, events: list[ActionEvent], out: _Evidence) -> None:
+    def _check_steps(self, events: list[ActionEvent], out: Evidence) -> None:
         cfg = self.config
         prompted = [s for s in self.steps if s.prompt_at is not None]
         windows = [
@@ -439,11 +439,7 @@ class LiveSession:
         )
         ok = seq.completed and len(prompted) == len(self.steps) and self.outcome == "complete"
         out.challenge_ok = ok
-        out.head_windows = [
-            (st.event.start - 0.5, st.event.end + 0.5)
-            for st in seq.steps
-            if st.event is not None and st.kind.startswith(("turn_", "look_"))
-        ]
+        out.head_windows = head_windows(seq)
         out.liveness.challenge = self._challenge_evidence(seq, ok)
         if ok:
             return
@@ -483,7 +479,7 @@ class LiveSession:
                 log["found"] = st.event is not None
         return d
 
-    def _check_light(self, out: _Evidence) -> None:
+    def _check_light(self, out: Evidence) -> None:
         if self.config.light is None:
             return
         s = self._light_samples
@@ -504,8 +500,7 @@ class LiveSession:
         """Forget the frames and give the landmarker back (idempotent)."""
         self._frames = []
         if self._tracker is not None:
-            self._tracker.reset()
-            self.verifier.landmarks._pool.put(self._tracker)
+            self.verifier.landmarks.release(self._tracker)
             self._tracker = None
 
     def __enter__(self) -> LiveSession:

@@ -64,7 +64,9 @@ class VideoLimits:
     decoder_wall_s: float = 120.0
     decoder_cpu_s: float = 120.0
     # Decoded frames kept for analysis, in bytes of BGR pixels: 768 MiB holds 20 s at 15
-    # fps of 1280x720 frames (2.76 MB each), far more than a recovery clip needs.
+    # fps of 1280x720 frames (2.76 MB each), far more than a recovery clip needs. Only for
+    # callers that keep every frame (load_video's default); the Verifier keeps a bounded
+    # few (liveness.keep) and does not need it.
     max_kept_bytes: int = 768 * 1024 * 1024
 
 
@@ -120,6 +122,7 @@ def load_video(
     limits: VideoLimits | None = None,
     fps: float | None = None,
     on_frame: Callable[[Frame], None] | None = None,
+    keep_frames: bool = True,
 ) -> Video:
     """Decode ``source`` and keep frames at about ``sample_fps``.
 
@@ -134,6 +137,9 @@ def load_video(
     fps : frame rate of bare frames.
     on_frame : called with each kept frame as soon as it is decoded, so that analysis can
         run while decoding goes on.
+    keep_frames : ``False``: ``Video.frames`` holds each sampled frame without its pixels
+        (an ``(H, W, 0)`` array), for a caller whose ``on_frame`` keeps what it needs
+        (:class:`liveness.keep.FrameKeeper`); ``max_kept_bytes`` then does not apply.
 
     Raises
     ------
@@ -156,7 +162,7 @@ def load_video(
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            video = _decode_file(Path(tmp), sample_fps, limits, on_frame)
+            video = _decode_file(Path(tmp), sample_fps, limits, on_frame, keep_frames)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -174,13 +180,13 @@ def load_video(
             raise VideoLimitError(
                 f"video file {path} is {size} bytes, over the limit of {limits.max_bytes}"
             )
-        video = _decode_file(path, sample_fps, limits, on_frame)
+        video = _decode_file(path, sample_fps, limits, on_frame, keep_frames)
         video.sha256 = video_digest(path)
         return video
     if isinstance(source, np.ndarray):
         raise InputError("a single array is not a video: pass a list of frames, a path or bytes")
     if isinstance(source, Iterable):
-        return _from_frames(source, sample_fps, limits, fps, on_frame)
+        return _from_frames(source, sample_fps, limits, fps, on_frame, keep_frames)
     raise InputError(
         f"unsupported video input of type {type(source).__name__}: pass a path, bytes, "
         "or an iterable of (t, image) frames"
@@ -392,6 +398,7 @@ def _decode_file(
     sample_fps: float | None,
     limits: VideoLimits,
     on_frame: Callable[[Frame], None] | None = None,
+    keep_frames: bool = True,
 ) -> Video:
     """Decode ``path`` in a child process within ``limits`` (see :mod:`liveness._decoder`)."""
     kind = _check_video_format(path, limits)
@@ -445,7 +452,7 @@ def _decode_file(
                 index, t, h, w = _FRAME_HEADER.unpack(_read_exact(out, _FRAME_HEADER.size))
                 if not (0 < h * w <= limits.max_pixels) or not math.isfinite(t):
                     raise VideoDecodeError(f"{path.name}: the decoder sent a bad frame")
-                kept_bytes += h * w * 3
+                kept_bytes += h * w * 3 if keep_frames else 0
                 if kept_bytes > limits.max_kept_bytes:
                     raise VideoLimitError(
                         f"{path.name}: the frames to analyse need more than "
@@ -459,6 +466,8 @@ def _decode_file(
                 frames.append(Frame(index, t, image))
                 if on_frame is not None:
                     on_frame(frames[-1])
+                if not keep_frames:
+                    frames[-1] = _without_pixels(frames[-1])
             elif tag in (b"E", b"X"):
                 (n,) = _LENGTH.unpack(_read_exact(out, _LENGTH.size))
                 doc = json.loads(_read_exact(out, min(n, 1 << 16)))
@@ -505,6 +514,12 @@ def _decode_file(
     return video
 
 
+def _without_pixels(frame: Frame) -> Frame:
+    """``frame`` with an ``(H, W, 0)`` image: its size and time, none of its memory."""
+    h, w = frame.image.shape[:2]
+    return Frame(frame.index, frame.t, np.empty((h, w, 0), np.uint8))
+
+
 def _as_bgr(image: object, i: int) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise InputError(f"frame {i} is a {type(image).__name__}, not a numpy array")
@@ -525,8 +540,12 @@ def _from_frames(
     limits: VideoLimits,
     fps: float | None,
     on_frame: Callable[[Frame], None] | None = None,
+    keep_frames: bool = True,
 ) -> Video:
     sampler = _Sampler(sample_fps)
+    # Frames have no file bytes; the digest of the analysed pixels and times stands in for
+    # it, so that the same frames submitted twice are recognised (see sessions).
+    digest = hashlib.sha256()
     frames: list[Frame] = []
     index = 0
     last_t = -np.inf
@@ -555,18 +574,16 @@ def _from_frames(
                 t0 = t
             image = _shrink(_as_bgr(image, index - 1), limits.analysis_long_side)
             frames.append(Frame(index - 1, t - t0, image))
+            digest.update(f"{t - t0:.6f}|{image.shape}".encode())
+            digest.update(np.ascontiguousarray(image).data)
             if on_frame is not None:
                 on_frame(frames[-1])
+            if not keep_frames:
+                frames[-1] = _without_pixels(frames[-1])
     if index < limits.min_frames:
         raise VideoDecodeError(f"only {index} frame(s); a video needs at least {limits.min_frames}")
     h, w = frames[0].image.shape[:2]
     rate = fps or (index - 1) / max(last_t - t0, 1e-6)
-    # Frames have no file bytes; the digest of the analysed pixels and times stands in for
-    # it, so that the same frames submitted twice are recognised (see sessions).
-    digest = hashlib.sha256()
-    for f in frames:
-        digest.update(f"{f.t:.6f}|{f.image.shape}".encode())
-        digest.update(np.ascontiguousarray(f.image).data)
     return Video(frames, rate, last_t - t0, w, h, index, sha256=digest.hexdigest())
 
 

@@ -1,0 +1,116 @@
+"""Attack evidence beyond the PAD models, and the liveness gates built on it.
+
+* :func:`motion_evidence`: what the face did on its own (actions, expression motion);
+* :func:`attack_evidence`: 3D consistency over the clip and each head-movement step
+  (:mod:`liveness.geometry`; a flat face is ``FLAT_FACE``), then the fused live score
+  (:mod:`liveness.fusion`);
+* :func:`motion_gate`: a face that never blinks or moves over several seconds is reviewed.
+
+Each works on the call's :class:`~liveness.analysis.Evidence`; the thresholds are
+:class:`~liveness.verify.VerifierConfig` fields, whose comments give their measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .challenges import ActionEvent
+from .fusion import FusionParams, fused_score
+from .geometry import consistency
+from .landmarks import FaceMesh
+from .reasons import Reason, ReasonCode
+from .video import Video
+
+if TYPE_CHECKING:
+    from .analysis import Evidence
+    from .verify import VerifierConfig
+
+
+def motion_evidence(
+    meshes: list[FaceMesh | None], events: list[ActionEvent], checks: Sequence = ()
+) -> dict:
+    """What the face did on its own: actions seen (``events``, after the appearance check
+    of :mod:`liveness.appearance`, whose ``checks`` are listed), and how much its
+    expression moved (the mean standard deviation of the mouth and eye blendshapes over
+    the recording)."""
+    present = [m for m in meshes if m is not None]
+    names = (
+        "jawOpen",
+        "mouthSmileLeft",
+        "mouthSmileRight",
+        "eyeBlinkLeft",
+        "eyeBlinkRight",
+        "mouthFunnel",
+        "mouthPucker",
+    )
+    motion = 0.0
+    if len(present) >= 2:
+        series = np.array([[m.blendshapes.get(n, 0.0) for n in names] for m in present])
+        motion = float(series.std(axis=0).mean())
+    return {
+        "frames": len(present),
+        "blinks": sum(e.kind == "blink" for e in events),
+        "actions": [
+            {
+                "kind": e.kind,
+                "start": e.start,
+                "peak": e.peak,
+                "end": e.end,
+                "confidence": e.confidence,
+            }
+            for e in events
+        ],
+        "expression_motion": motion,
+        # the appearance check of each blink / smile / open mouth the landmarks showed
+        "appearance": [c.to_dict() for c in checks],
+    }
+
+
+def attack_evidence(
+    meshes: list[FaceMesh | None], out: Evidence, fusion: FusionParams | None
+) -> None:
+    """3D consistency over the whole clip and over each head-movement step of the
+    challenge (a flat face in any of them is refused), then the fused live score."""
+    whole = consistency(meshes)
+    steps = [consistency(meshes, window=w) for w in out.head_windows]
+    out.liveness.geometry = whole.to_dict() | {"steps": [c.to_dict() for c in steps]}
+    flat = [c for c in [whole, *steps] if c.verdict == "flat"]
+    if flat:
+        out.reasons.append(
+            Reason.of(
+                ReasonCode.FLAT_FACE,
+                detail=f"plane/rigid residual ratio {flat[0].ratio:.2f}",
+            )
+        )
+    if out.live is None:
+        return
+    verdict = "3d" if any(c.verdict == "3d" for c in [whole, *steps]) else whole.verdict
+    screen = (out.liveness.screen or {}).get("peakiness")
+    motion = out.liveness.temporal.get("expression_motion")
+    out.live = fused_score(fusion, out.liveness.model_score, verdict, screen, motion)
+    out.liveness.score = out.live
+
+
+def motion_gate(video: Video, out: Evidence, config: VerifierConfig) -> None:
+    """A face that never blinks or moves its features over several seconds is more
+    likely a photo than a person: without a completed challenge, ask for review."""
+    cfg = config
+    m = out.liveness.temporal
+    if (
+        out.challenge_ok is None
+        and video.duration_s >= cfg.motion_check_min_s
+        and m.get("frames", 0) > 0
+        and m["blinks"] == 0
+        and m["expression_motion"] < cfg.min_expression_motion
+        and out.live is not None
+    ):
+        out.reasons.append(
+            Reason.of(
+                ReasonCode.LIVENESS_UNCERTAIN,
+                "review",
+                detail="no blink or expression change seen",
+            )
+        )
