@@ -107,10 +107,16 @@ def motion_gate(video: Video, out: Evidence, config: VerifierConfig) -> None:
         and m["expression_motion"] < cfg.min_expression_motion
         and out.live is not None
     ):
-        out.reasons.append(
-            Reason.of(
-                ReasonCode.LIVENESS_UNCERTAIN,
-                "review",
-                detail="no blink or expression change seen",
+        detail, message = "no blink or expression change seen", None
+        if video.fps and video.fps < cfg.blink_min_fps:
+            # the person can fix this one: a blink is shorter than the gap between frames
+            detail += f" at {video.fps:.0f} fps"
+            message = (
+                f"We saw no blink or change of expression, and at {video.fps:.0f} frames a "
+                "second a blink is easily missed. Record again with the camera at its usual "
+                "frame rate and look at the camera naturally; otherwise a member of staff "
+                "will review this recording."
             )
+        out.reasons.append(
+            Reason.of(ReasonCode.LIVENESS_UNCERTAIN, "review", detail=detail, message=message)
         )

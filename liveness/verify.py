@@ -92,6 +92,11 @@ class VerifierConfig:
     # Measured: live shared clips 0.039-0.17 (0.05 with no blink); rendered still photo 0.005,
     # printed photo 0.008, screen replay 0.032. 0.02 sits between, away from live faces.
     min_expression_motion: float = 0.02
+    # Below this frame rate the motion gate's reason says that a blink is easily missed and
+    # asks for a recording at the camera's usual rate: a blink closes the eyes for about
+    # 100-150 ms, so at under 10 fps most blinks fall between two frames (the 5 fps
+    # videos-wild clip 61dc1afa shows none).
+    blink_min_fps: float = 10.0
     # A blink, smile or open mouth counts only when the pixels of the eyes or mouth change
     # this many times more than the nose and forehead after the face's planar motion is
     # taken out (liveness.appearance; measured in benchmarks/README.md, "Appearance check").

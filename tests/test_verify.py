@@ -251,3 +251,18 @@ def test_face_leaving_the_frame_is_face_lost(verifier, videos):
     result = verifier.verify(frames[:40] + blank, frames[10], fps=fps)
     assert result.decision == "reject"
     assert "FACE_LOST" in result.reason_codes
+
+
+def test_a_5_fps_recording_without_a_blink_says_to_record_at_the_usual_rate(verifier, data_dir):
+    """The 5 fps real clip of videos-wild shows no blink (one falls between frames): the
+    review names the frame rate, which the person can change, instead of only "no blink"."""
+    clip = (
+        data_dir / "videos-wild" / "Trainingdata-datamarket__Selfies-and-video-dataset__"
+        "samples_0001d815c0--61dc1afaeae6cc347caa18b2_8.mp4"
+    )
+    result = verifier.verify(clip, frame_at(clip, 2.0))
+    assert result.video["fps"] < 10
+    reason = next(r for r in result.reasons if r.code.value == "LIVENESS_UNCERTAIN")
+    assert reason.detail.endswith("at 5 fps")
+    assert "frame rate" in reason.message and reason.severity.value == "review"
+    assert result.decision == "review"
