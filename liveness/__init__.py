@@ -7,6 +7,7 @@ a stored reference photo?
     ...     print(result.decision, [r.code for r in result.reasons])
 """
 
+from .appearance import AppearanceThresholds
 from .batch import Job, JobError, JobResult, VerifierSpec, map_jobs, verify_many
 from .decision import MatchCalibration, Policy
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     VideoLimitError,
 )
 from .formats import FormatVersionError
+from .parts import Detector, Embedder, Landmarker, PadEnsemble, PartSpec
 from .quality import QualityThresholds
 from .reasons import MESSAGES, Outcome, Reason, ReasonCode, Severity
 from .result import LivenessEvidence, MatchEvidence, ModelUse, VerificationResult
@@ -55,6 +57,12 @@ __version__ = "0.1.0"
 # decision, removing one is a breaking change.
 __all__ = [
     "MESSAGES",
+    "AppearanceThresholds",
+    "Detector",
+    "Embedder",
+    "Landmarker",
+    "PadEnsemble",
+    "PartSpec",
     "Action",
     "ChallengeClaims",
     "ChallengeGate",

@@ -28,6 +28,12 @@ from liveness.result import LivenessEvidence, MatchEvidence, ModelUse
 
 # Changing this list changes the public API: add names on purpose, never drop one silently.
 PUBLIC = {
+    "AppearanceThresholds",
+    "Detector",
+    "Embedder",
+    "Landmarker",
+    "PadEnsemble",
+    "PartSpec",
     "MESSAGES",
     "Action",
     "ChallengeClaims",
