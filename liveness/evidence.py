@@ -4,7 +4,7 @@
 * :func:`attack_evidence`: 3D consistency over the clip and each head-movement step
   (:mod:`liveness.geometry`; a flat face is ``FLAT_FACE``), then the fused live score
   (:mod:`liveness.fusion`);
-* :func:`motion_gate`: a face that never blinks or moves over several seconds is reviewed.
+* :func:`motion_gate`: a face that never blinks or moves is reviewed, whatever the length.
 
 Each works on the call's :class:`~liveness.analysis.Evidence`; the thresholds are
 :class:`~liveness.verify.VerifierConfig` fields, whose comments give their measurements.
@@ -95,20 +95,30 @@ def attack_evidence(
 
 
 def motion_gate(video: Video, out: Evidence, config: VerifierConfig) -> None:
-    """A face that never blinks or moves its features over several seconds is more
-    likely a photo than a person: without a completed challenge, ask for review."""
+    """A face that never blinks or moves its features is more likely a photo than a
+    person: without a completed challenge, ask for review. This holds for a clip of any
+    length: a short clip shows less, it does not earn an exemption (an attacker would
+    send 2.9 s). The reason says what the person can change: a clip shorter than
+    ``motion_check_min_s``, or a frame rate under ``blink_min_fps``."""
     cfg = config
     m = out.liveness.temporal
     if (
         out.challenge_ok is None
-        and video.duration_s >= cfg.motion_check_min_s
         and m.get("frames", 0) > 0
         and m["blinks"] == 0
         and m["expression_motion"] < cfg.min_expression_motion
         and out.live is not None
     ):
         detail, message = "no blink or expression change seen", None
-        if video.fps and video.fps < cfg.blink_min_fps:
+        if video.duration_s < cfg.motion_check_min_s:
+            detail += f" in {video.duration_s:.1f} s"
+            message = (
+                f"We saw no blink or change of expression in a {video.duration_s:.1f}-second "
+                f"recording. Record again for at least {cfg.motion_check_min_s:.0f} seconds "
+                "and look at the camera naturally; otherwise a member of staff will review "
+                "this recording."
+            )
+        elif video.fps and video.fps < cfg.blink_min_fps:
             # the person can fix this one: a blink is shorter than the gap between frames
             detail += f" at {video.fps:.0f} fps"
             message = (

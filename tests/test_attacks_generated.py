@@ -64,3 +64,20 @@ def test_rendered_still_and_print_make_no_events(verifier, model_dir, data_dir, 
     result = verifier.verify(clip, photo)
     assert result.liveness.temporal["actions"] == [], result.liveness.temporal
     assert result.decision != "accept"
+
+
+def test_a_short_frame_filling_print_gets_no_exemption_from_the_motion_gate(
+    verifier, data_dir, tmp_path
+):
+    """A frame-filling print of a 3 s lip-reading clip (2.9 s: under the old 3 s floor of
+    the motion gate) fools the texture models; it neither blinks nor changes expression,
+    so it goes to review, with a reason that asks a person for a longer recording."""
+    victim_clip = data_dir / "videos-wild/rizkiarm__LipNet__lbbc2a.mpg"
+    victim = load_victim(victim_clip, verifier.landmarks, seconds=4.0)
+    clip = write_clip(make_attack(victim, "print_fill", seed=303), victim.fps, tmp_path / "f.mp4")
+    result = verifier.verify(clip, frame_at(victim_clip, 1.0))
+    assert result.video["duration_s"] < 3.0
+    assert result.decision != "accept", result.to_dict()["liveness"]
+    reason = next(r for r in result.reasons if r.code.value == "LIVENESS_UNCERTAIN")
+    assert "no blink or expression change seen in" in reason.detail
+    assert "at least 3 seconds" in reason.message
