@@ -9,8 +9,9 @@ another *in step*: frames whose hashes differ by at most ``max_distance`` bits, 
 consistent time offset (a trimmed copy keeps its offset; an unrelated clip only matches by
 chance, frame by frame, at scattered offsets).
 
-:class:`FingerprintIndex` remembers fingerprints (in memory or in a SQLite file beside the
-session store) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
+:class:`FingerprintIndex` remembers fingerprints in a session store (memory, SQLite,
+PostgreSQL or Redis: :mod:`liveness.stores.fingerprints`, so instances sharing a store share
+them) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
 
 Thresholds (measured with ``python -m benchmarks.fingerprint``, benchmarks/README.md section
 "Video reuse", 55 shared clips): re-encoded copies 55/55 found, trimmed 34/36, byte-changed
@@ -20,12 +21,11 @@ at 1.0 by appearance alone, hence the movement check in :func:`match`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sqlite3
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -186,89 +186,69 @@ def _moves_alike(pb, sb, pt, st, pi, si, off, min_std) -> float:
 
 @dataclass(eq=False)
 class FingerprintIndex:
-    """Fingerprints of recordings already submitted, in memory or in a SQLite file.
+    """Fingerprints of recordings already submitted, kept in a session store.
 
-    ``path=None`` keeps them in memory (tests, one process). ``check_and_add`` is atomic
-    within a process (one lock) and, with a file, across processes (``BEGIN IMMEDIATE``).
-    ``retention`` seconds after which a fingerprint is forgotten (as the byte digests).
-    Work per check grows with the number kept: a linear scan, fine for one service's month
-    of recoveries (thousands), not for millions.
+    ``store``: any :class:`~liveness.stores.SessionStore` backend (memory, SQLite,
+    PostgreSQL, Redis); service instances that share a store share the set of seen
+    recordings, so a copy uploaded to another instance is refused too. Without one,
+    ``path`` names a SQLite file (a :class:`~liveness.stores.SQLiteSessionStore` on it), and
+    with neither the fingerprints stay in this process's memory (tests, one process).
+
+    :meth:`check_and_add` is :func:`liveness.stores.fingerprints.remember_unless_seen`:
+    written once over the store's atomic primitives, so of copies checked at the same
+    moment on any number of instances at most one is kept. ``retention`` seconds after
+    which a fingerprint no longer counts (the store's purge drops it after its digest
+    retention); the store keeps at most its ``max_fingerprints``, newest first. Work per
+    check grows with the number kept: a linear scan, fine for a month of recoveries
+    (thousands), not for millions.
     """
 
     path: str | os.PathLike | None = None
     min_overlap: float = 0.6
     max_distance: int = 8
     retention: float = 30 * 24 * 3600.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _memory: list[tuple[float, Fingerprint]] = field(default_factory=list, init=False, repr=False)
+    store: object | None = None
 
     def __post_init__(self) -> None:
-        if self.path is not None:
-            with self._connect() as c:
-                c.execute(
-                    "CREATE TABLE IF NOT EXISTS video_fingerprints ("
-                    "id INTEGER PRIMARY KEY AUTOINCREMENT, seen_at REAL NOT NULL, "
-                    "fingerprint TEXT NOT NULL)"
-                )
+        if self.store is None:
+            from .stores import MemorySessionStore, SQLiteSessionStore
+
+            self.store = (
+                MemorySessionStore() if self.path is None else SQLiteSessionStore(self.path)
+            )
 
     def fingerprint(self, frames: Iterable) -> Fingerprint:
         """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
         return content_fingerprint(frames)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(os.fspath(self.path), timeout=10.0)
+    def _same(self, fp: Fingerprint) -> Callable[[str], bool]:
+        """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``."""
+
+        def same(text: str) -> bool:
+            try:
+                old = Fingerprint.from_json(text)
+            except (ValueError, KeyError, TypeError):
+                return False  # not written by this code: cannot be the same recording
+            return match(fp, old, max_distance=self.max_distance) >= self.min_overlap
+
+        return same
 
     def find(self, fp: Fingerprint, now: float) -> float:
         """The best overlap of ``fp`` with a kept fingerprint (0 when none)."""
         best = 0.0
-        for _, old in self._kept(now):
-            best = max(best, match(fp, old, max_distance=self.max_distance))
+        for _, text in self.store.fingerprints_since(now - self.retention):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                old = Fingerprint.from_json(text)
+                best = max(best, match(fp, old, max_distance=self.max_distance))
         return best
-
-    def _kept(self, now: float) -> Sequence[tuple[float, Fingerprint]]:
-        since = now - self.retention
-        if self.path is None:
-            return [x for x in self._memory if x[0] >= since]
-        with self._connect() as c:
-            rows = c.execute(
-                "SELECT seen_at, fingerprint FROM video_fingerprints WHERE seen_at >= ?", (since,)
-            ).fetchall()
-        return [(t, Fingerprint.from_json(text)) for t, text in rows]
 
     def check_and_add(self, fp: Fingerprint, now: float) -> bool:
         """Remember ``fp``; False (and nothing added) if a kept recording holds at least
         ``min_overlap`` of it."""
         if not len(fp):
             return True
-        with self._lock:
-            if self.path is None:
-                if self.find(fp, now) >= self.min_overlap:
-                    return False
-                self._memory.append((now, fp))
-                return True
-            conn = self._connect()
-            try:
-                conn.isolation_level = None
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = conn.execute(
-                        "SELECT fingerprint FROM video_fingerprints WHERE seen_at >= ?",
-                        (now - self.retention,),
-                    ).fetchall()
-                    for (text,) in rows:
-                        old = Fingerprint.from_json(text)
-                        if match(fp, old, max_distance=self.max_distance) >= self.min_overlap:
-                            conn.execute("ROLLBACK")
-                            return False
-                    conn.execute(
-                        "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
-                        (now, fp.to_json()),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                conn.close()
-            return True
+        from .stores.fingerprints import remember_unless_seen
+
+        return remember_unless_seen(
+            self.store, fp.to_json(), now, same=self._same(fp), retention=self.retention
+        )

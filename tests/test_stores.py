@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from servers import free_port, postgres_server, redis_server  # noqa: F401 (fixtures)
-from store_race import race
+from store_race import race, race_fingerprints
 
 from liveness.cli import main as cli_main
 from liveness.errors import InputError, LivenessError
@@ -51,6 +51,7 @@ from liveness.stores import (
     StoreURLError,
     store_from_url,
 )
+from liveness.stores.fingerprints import remember_unless_seen
 from liveness.stores.url import redact
 
 T0 = 1_750_000_000.0  # a fixed "now"; every test moves time explicitly
@@ -294,6 +295,81 @@ def test_purge_works_in_batches(backend):
     assert store.purge(T0 + 10_000) == 0
 
 
+# --- content fingerprints: "seen this recording before?" ---------------------------------------
+
+
+def test_fingerprints_append_read_and_drop(store):
+    a = store.add_fingerprint('{"t": [0.0]}', T0)
+    b = store.add_fingerprint("b" * 20_000, T0 + 10)  # a long clip's fingerprint: kept whole
+    assert b > a
+    assert store.fingerprints_since(T0) == [(a, '{"t": [0.0]}'), (b, "b" * 20_000)]
+    assert store.fingerprints_since(T0 + 5) == [(b, "b" * 20_000)]  # seen at or after
+    store.drop_fingerprint(a)
+    store.drop_fingerprint(a)  # already gone: no error
+    assert store.fingerprints_since(0) == [(b, "b" * 20_000)]
+    assert store.add_fingerprint("c", T0) > b  # ids never reused
+
+
+def test_fingerprints_are_bounded_in_count(backend):
+    store = backend.open(max_fingerprints=3)
+    ids = [store.add_fingerprint(f"fp {i}", T0 + i) for i in range(5)]
+    assert store.fingerprints_since(0) == [(i, f"fp {k}") for k, i in enumerate(ids)][2:]
+
+
+def test_fingerprints_expire_with_the_digests(store):
+    store.add_fingerprint("old", T0)
+    keep = store.add_fingerprint("new", T0 + 10 * 24 * 3600)
+    later = T0 + 31 * 24 * 3600  # past the 30-day retention of the first only
+    assert store.purge(later) == 1
+    assert store.fingerprints_since(0) == [(keep, "new")]
+
+
+def test_remember_unless_seen_refuses_a_copy_and_keeps_nothing_for_it(store):
+    def remember(rec, now, retention=3600.0):
+        return remember_unless_seen(store, rec, now, same=rec.__eq__, retention=retention)
+
+    assert remember("clip a", T0)
+    assert not remember("clip a", T0 + 1)  # a copy: refused
+    assert [t for _, t in store.fingerprints_since(0)] == ["clip a"]  # the copy not kept
+    assert remember("clip b", T0 + 2)
+    # Only what was seen within the retention counts.
+    assert remember("clip a", T0 + 100, retention=50.0)
+    assert [t for _, t in store.fingerprints_since(0)] == ["clip a", "clip b", "clip a"]
+
+    def broken(text):
+        raise RuntimeError("comparison failed")
+
+    with pytest.raises(RuntimeError):
+        remember_unless_seen(store, "clip c", T0 + 3, same=broken, retention=3600.0)
+    assert "clip c" not in [t for _, t in store.fingerprints_since(0)]  # dropped again
+
+
+def test_one_recording_from_many_threads_is_kept_at_most_once(store):
+    n, records = 8, [f"recording {i}" for i in range(10)]
+    barrier = threading.Barrier(n)
+    kept: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        for rec in records:
+            if remember_unless_seen(store, rec, T0, same=rec.__eq__, retention=3600.0):
+                with lock:
+                    kept.append(rec)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert max(Counter(kept).values(), default=0) <= 1, Counter(kept)
+    # Exactly the kept ones are in the store (refused calls dropped their own records)...
+    assert sorted(t for _, t in store.fingerprints_since(0)) == sorted(kept)
+    # ...and every kept recording is refused from now on.
+    for rec in kept:
+        assert not remember_unless_seen(store, rec, T0 + 1, same=rec.__eq__, retention=3600.0)
+
+
 # --- shared between objects, processes and restarts -----------------------------------------
 
 
@@ -359,6 +435,38 @@ def test_exactly_once_across_processes(backend):
     with pytest.raises(RateLimitedError):
         store.check_rate_limit("alice", T0)
     assert store.get_block("alice").until == T0 + 300
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_one_recording_across_processes_is_kept_at_most_once(backend):
+    """Six processes, each with its own store from the URL (as six service instances), offer
+    the same 20 recordings at once: each recording is kept by at most one process, the store
+    holds exactly the kept ones, and every recording is refused afterwards."""
+    procs = 6
+    records = [f"recording {i}" for i in range(20)]
+    ctx = _race_context()
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=race_fingerprints,
+            args=(backend.url, backend.options, records, T0, barrier, results),
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in range(procs)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert [err for *_, err in got if err] == []
+    kept = Counter(r for _, k, _ in got for r in k)
+    assert max(kept.values(), default=0) <= 1, kept
+    store = backend.open()
+    assert sorted(t for _, t in store.fingerprints_since(0)) == sorted(kept)
+    assert not any(
+        remember_unless_seen(store, r, T0 + 1, same=r.__eq__, retention=3600.0) for r in kept
+    )
 
 
 @pytest.mark.parametrize("kind", SERVERS)

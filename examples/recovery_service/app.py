@@ -146,7 +146,8 @@ class ServiceConfig:
     # instance that never came back) are failed by whichever instance starts next.
     instance: str | None = None
     stale_processing_s: float = 3600.0
-    # Local files (fingerprints, spool, audit head checkpoint) when `db` is a server URL.
+    # Local files (spool, audit head checkpoint; the session store without `store`) when `db`
+    # is a server URL.
     state_dir: Path | None = None
     # How long the outcome of a verification that ran is retried while the database is
     # briefly unavailable (a restart), before the attempt is left to the interrupted rule.
@@ -210,7 +211,8 @@ class RecoveryService:
         self.instance = config.instance or socket.gethostname()
         url = os.fspath(config.db)
         shared = is_postgres_url(url)
-        # db_path: the SQLite file, or (server URL) the local file for fingerprints.
+        # db_path: the SQLite file, or (server URL) the local file for the session store and
+        # its fingerprints when no --store is given.
         local = Path(config.state_dir or "recovery-state") if shared else None
         self.db_path = str(local / "local.sqlite3") if local else sqlite_path(url)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +233,9 @@ class RecoveryService:
                 busy_timeout=config.db_busy_timeout,
                 head_may_lag=shared,
             )
-            # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy).
-            fingerprints = FingerprintIndex(self.db_path)
+            # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy),
+            # in the session store: instances sharing it share the recordings seen.
+            fingerprints = FingerprintIndex(store=self.store)
             self.auditlog.init()
             self.db.init()
         finally:

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from ..errors import InputError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     StoreUnavailable,
@@ -53,6 +54,12 @@ CREATE TABLE IF NOT EXISTS {ns}_failures (
 );
 CREATE INDEX IF NOT EXISTS {ns}_failures_account_at ON {ns}_failures (account, at);
 CREATE INDEX IF NOT EXISTS {ns}_failures_at ON {ns}_failures (at);
+CREATE TABLE IF NOT EXISTS {ns}_video_fingerprints (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seen_at DOUBLE PRECISION NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_video_fingerprints_seen ON {ns}_video_fingerprints (seen_at);
 CREATE TABLE IF NOT EXISTS {ns}_blocks (
     account TEXT PRIMARY KEY,
     blocked_until DOUBLE PRECISION NOT NULL,
@@ -133,6 +140,7 @@ class PostgresSessionStore(RateLimitRules):
         *,
         limits: RateLimit | None = None,
         digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
         namespace: str = "liveness",
         min_size: int = 1,
         max_size: int = 10,
@@ -143,9 +151,13 @@ class PostgresSessionStore(RateLimitRules):
         self.url = url
         self.limits = limits or RateLimit()
         self.digest_retention = digest_retention
+        self.max_fingerprints = max(1, int(max_fingerprints))
         self.namespace = namespace
         self.timeout = timeout
-        self._t = {n: f"{namespace}_{n}" for n in ("sessions", "video_digests", "failures")}
+        self._t = {
+            n: f"{namespace}_{n}"
+            for n in ("sessions", "video_digests", "failures", "video_fingerprints")
+        }
         self._t["blocks"] = f"{namespace}_blocks"
         self._pool = open_pool(
             url,
@@ -277,6 +289,35 @@ class PostgresSessionStore(RateLimitRules):
                 (_text(account), until, trigger_id),
             )
 
+    def add_fingerprint(self, fingerprint: str, now: float) -> int:
+        t = self._t["video_fingerprints"]
+        with self._conn() as conn:
+            # One statement: the DELETE sees the table as it was before this INSERT, so it
+            # keeps the newest max_fingerprints - 1 old records beside the new one.
+            (fid,) = conn.execute(
+                f"WITH ins AS (INSERT INTO {t} (seen_at, fingerprint) VALUES (%s, %s) "
+                f"RETURNING id), old AS (DELETE FROM {t} WHERE id IN "
+                f"(SELECT id FROM {t} ORDER BY id DESC OFFSET %s)) SELECT id FROM ins",
+                (now, _text(fingerprint), self.max_fingerprints - 1),
+            ).fetchone()
+        return int(fid)
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT id, fingerprint FROM {self._t['video_fingerprints']} "
+                "WHERE seen_at >= %s ORDER BY id",
+                (since,),
+            ).fetchall()
+        return [(int(i), text) for i, text in rows]
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                f"DELETE FROM {self._t['video_fingerprints']} WHERE id = %s",
+                (int(fingerprint_id),),
+            )
+
     def purge(self, now: float) -> int:
         t, lim = self._t, self.limits
         removed = 0
@@ -285,6 +326,10 @@ class PostgresSessionStore(RateLimitRules):
                 (f"DELETE FROM {t['sessions']} WHERE expires_at < %s", now - SESSION_GRACE),
                 (
                     f"DELETE FROM {t['video_digests']} WHERE seen_at < %s",
+                    now - self.digest_retention,
+                ),
+                (
+                    f"DELETE FROM {t['video_fingerprints']} WHERE seen_at < %s",
                     now - self.digest_retention,
                 ),
                 (f"DELETE FROM {t['failures']} WHERE at <= %s", now - lim.window),

@@ -14,6 +14,7 @@ import redis
 from ..errors import InputError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     StoreUnavailable,
@@ -69,6 +70,48 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
+"""
+
+# KEYS: fingerprint id counter, fingerprints zset (id scored by time), texts hash.
+# ARGV: text, now, max kept. -> the new id; the oldest beyond `max kept` are dropped.
+_ADD_FINGERPRINT = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[2], id)
+redis.call('HSET', KEYS[3], id, ARGV[1])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
+    redis.call('ZREM', KEYS[2], old)
+    redis.call('HDEL', KEYS[3], old)
+  end
+end
+return id
+"""
+
+# KEYS: fingerprints zset, texts hash. ARGV: since. -> {id, text, id, text, ...} (one read).
+_FINGERPRINTS_SINCE = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  local text = redis.call('HGET', KEYS[2], id)
+  if text then
+    out[#out + 1] = id
+    out[#out + 1] = text
+  end
+end
+return out
+"""
+
+# KEYS: fingerprints zset, texts hash. ARGV: cutoff (exclusive), batch. -> {removed, more}.
+_PURGE_FINGERPRINTS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
+                       tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+local more = 0
+if #ids == tonumber(ARGV[2]) then more = 1 end
+return {#ids, more}
 """
 
 # KEYS: sessions, consumed, digests, failures index, blocks, blocks-by-until.
@@ -137,6 +180,7 @@ class RedisSessionStore(RateLimitRules):
         *,
         limits: RateLimit | None = None,
         digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
         namespace: str = "liveness",
         timeout: float = 5.0,
         purge_batch: int = 1000,
@@ -146,13 +190,12 @@ class RedisSessionStore(RateLimitRules):
         self.url = url
         self.limits = limits or RateLimit()
         self.digest_retention = digest_retention
+        self.max_fingerprints = max(1, int(max_fingerprints))
         self.namespace = namespace
         self.purge_batch = purge_batch
         p = f"{{{namespace}}}:"
-        self._k = {
-            n: p + n
-            for n in ("sessions", "consumed", "digests", "failseq", "failidx", "blocks", "blocked")
-        }
+        names = ("sessions", "consumed", "digests", "failseq", "failidx", "blocks", "blocked")
+        self._k = {n: p + n for n in (*names, "fpseq", "fps", "fptext")}
         self._fail_prefix = p + "fail:"
         # redis-py's pool notices a fork and opens new connections in the child.
         self._r = redis.Redis.from_url(
@@ -167,6 +210,9 @@ class RedisSessionStore(RateLimitRules):
         self._count_failures = self._r.register_script(_COUNT_FAILURES)
         self._set_block = self._r.register_script(_SET_BLOCK)
         self._purge = self._r.register_script(_PURGE)
+        self._add_fingerprint = self._r.register_script(_ADD_FINGERPRINT)
+        self._fingerprints_since = self._r.register_script(_FINGERPRINTS_SINCE)
+        self._purge_fingerprints = self._r.register_script(_PURGE_FINGERPRINTS)
         with self._call():
             self._r.ping()
 
@@ -255,6 +301,40 @@ class RedisSessionStore(RateLimitRules):
                 args=[account, repr(float(until)), int(trigger_id)],
             )
 
+    def add_fingerprint(self, fingerprint: str, now: float) -> int:
+        keys = [self._k["fpseq"], self._k["fps"], self._k["fptext"]]
+        with self._call():
+            return int(
+                self._add_fingerprint(
+                    keys=keys, args=[fingerprint, repr(float(now)), self.max_fingerprints]
+                )
+            )
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._call():
+            flat = self._fingerprints_since(
+                keys=[self._k["fps"], self._k["fptext"]], args=[repr(float(since))]
+            )
+        return [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._call():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zrem(self._k["fps"], int(fingerprint_id))
+            pipe.hdel(self._k["fptext"], int(fingerprint_id))
+            pipe.execute()
+
+    def _purge_old_fingerprints(self, now: float) -> int:
+        keys = [self._k["fps"], self._k["fptext"]]
+        args = [repr(float(now - self.digest_retention)), int(self.purge_batch)]
+        total = 0
+        while True:
+            with self._call():
+                removed, more = self._purge_fingerprints(keys=keys, args=args)
+            total += int(removed)
+            if not more:
+                return total
+
     def purge(self, now: float) -> int:
         lim = self.limits
         args = [
@@ -267,7 +347,7 @@ class RedisSessionStore(RateLimitRules):
         ]
         keys = [self._k[n] for n in ("sessions", "consumed", "digests", "failidx")]
         keys += [self._k["blocks"], self._k["blocked"]]
-        total = 0
+        total = self._purge_old_fingerprints(now)
         while True:
             with self._call():
                 removed, more = self._purge(keys=keys, args=args)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError, SetupError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     StoreUnavailable,
@@ -47,6 +48,12 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_account_at ON failures (account, at);
+-- The table liveness.fingerprint.FingerprintIndex kept in this file before, same columns.
+CREATE TABLE IF NOT EXISTS video_fingerprints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seen_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blocks (
     account TEXT PRIMARY KEY,
     blocked_until REAL NOT NULL,
@@ -96,6 +103,7 @@ class SQLiteSessionStore(RateLimitRules):
         limits: RateLimit | None = None,
         busy_timeout: float = 10.0,
         digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
     ) -> None:
         self.path = os.fspath(path)
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
@@ -106,6 +114,7 @@ class SQLiteSessionStore(RateLimitRules):
         self.limits = limits or RateLimit()
         self.busy_timeout = busy_timeout
         self.digest_retention = digest_retention
+        self.max_fingerprints = max(1, int(max_fingerprints))
         self._init_db()
 
     def __repr__(self) -> str:
@@ -254,6 +263,33 @@ class SQLiteSessionStore(RateLimitRules):
                 (account, until, trigger_id),
             )
 
+    def add_fingerprint(self, fingerprint: str, now: float) -> int:
+        with self._tx() as c:
+            fid = int(
+                c.execute(
+                    "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
+                    (now, fingerprint),
+                ).lastrowid
+            )
+            c.execute(
+                "DELETE FROM video_fingerprints WHERE id NOT IN "
+                "(SELECT id FROM video_fingerprints ORDER BY id DESC LIMIT ?)",
+                (self.max_fingerprints,),
+            )
+        return fid
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, fingerprint FROM video_fingerprints WHERE seen_at >= ? ORDER BY id",
+                (since,),
+            ).fetchall()
+        return [(int(i), text) for i, text in rows]
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM video_fingerprints WHERE id = ?", (int(fingerprint_id),))
+
     def purge(self, now: float) -> int:
         lim = self.limits
         with self._tx() as c:
@@ -261,6 +297,7 @@ class SQLiteSessionStore(RateLimitRules):
             for sql, arg in (
                 ("DELETE FROM sessions WHERE expires_at < ?", now - SESSION_GRACE),
                 ("DELETE FROM video_digests WHERE seen_at < ?", now - self.digest_retention),
+                ("DELETE FROM video_fingerprints WHERE seen_at < ?", now - self.digest_retention),
                 ("DELETE FROM failures WHERE at <= ?", now - lim.window),
                 ("DELETE FROM blocks WHERE blocked_until < ?", now - lim.window),
             ):
