@@ -63,16 +63,17 @@ from liveness.stores import store_from_url
 from liveness.video import load_image
 
 from . import timed
+from .client_limits import SharedClientLimiter
 from .db import retry_unavailable, service_db
 from .purge import PurgeSchedule
 from .security import (
-    ClientLimiter,
     ClientLimits,
     OperatorAuth,
     private_dir,
     private_file,
     write_private,
 )
+from .sweep import StaleSweep
 
 log = logging.getLogger("recovery_service")
 
@@ -224,6 +225,9 @@ class RecoveryService:
             self.store = store_from_url(
                 config.store or self.db_path, limits=config.rate_limit, **options
             )
+            # Limits per client address, in a store beside the session store: shared by
+            # every instance on it (client_limits.py).
+            self.limiter = SharedClientLimiter.beside(self.store, config.client_limits)
             self.db = service_db(url, busy_timeout=config.db_busy_timeout)
             self.auditlog = AuditLog(
                 url,
@@ -243,14 +247,20 @@ class RecoveryService:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 private_file(self.db_path + suffix)
-        self.purger = PurgeSchedule(self.store, config.purge_every).start()
         self.gate = ChallengeGate(
             keyring or load_keyring(config.key_file), self.store, fingerprints
         )
         self.spool = private_dir(config.spool_dir or Path(self.db_path).parent / "spool")
-        self.limiter = ClientLimiter(config.client_limits)
         self._clean_spool()
         self.recover_interrupted()
+        # Every --purge-every seconds: the stores' purges and the sweep of attempts left
+        # `processing` by an instance that never came back (sweep.py).
+        self.sweep = StaleSweep(
+            self.db, self.audit, config.stale_processing_s, audit_retry_s=config.outcome_retry_s
+        )
+        self.purger = PurgeSchedule(
+            self.store, config.purge_every, also=(self.limiter.purge, self.sweep.run)
+        ).start()
         if config.keep_evidence is not None:
             private_dir(config.keep_evidence)
             self.purge_evidence()
@@ -265,6 +275,7 @@ class RecoveryService:
     def close(self) -> None:
         self.purger.stop()
         self.store.close()
+        self.limiter.close()
         self.db.close()
         self.auditlog.close()
         if self._own_verifier:
@@ -964,7 +975,7 @@ def create_app(
         operator only."""
         actor = require_operator(request)
         _check_account(account)
-        limit(request, "enrol")
+        await run_in_threadpool(limit, request, "enrol")
         try:
             form = await _read_form(request, config.max_photo_bytes)
         except _TooLarge:
@@ -987,7 +998,7 @@ def create_app(
     async def post_capture_hints(request: Request):
         """Hints for one camera preview frame (JPEG or PNG body, not kept): see
         :func:`liveness.hints.capture_hints` (the verifier's own quality thresholds)."""
-        limit(request, "hint")
+        await run_in_threadpool(limit, request, "hint")
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
@@ -1030,7 +1041,7 @@ def create_app(
         """The recorded clip (multipart: ``video``, ``token``, ``mirrored``) -> the result."""
         service = svc(request)
         client = _client(request)
-        limit(request, "upload")
+        await run_in_threadpool(limit, request, "upload")
         try:
             await run_in_threadpool(service.precheck_upload, recovery_id, client=client)
         except _Refused as r:
