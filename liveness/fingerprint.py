@@ -60,6 +60,12 @@ class Fingerprint:
     def __len__(self) -> int:
         return len(self.hashes)
 
+    def summary(self) -> str:
+        """The frame hashes alone, 16 hex digits each: what every reuse check reads of every
+        kept recording (:func:`near_share` bounds :func:`match` from it), a few hundred
+        bytes against the few KB of :meth:`to_json`."""
+        return "".join(f"{h:016x}" for h in self.hashes)
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -108,6 +114,25 @@ def _popcount(x: np.ndarray) -> np.ndarray:
 
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
+def near_share(probe: Fingerprint, summary: str, max_distance: int = 8) -> float:
+    """The share of ``probe`` 's frames with a hash within ``max_distance`` bits of one of
+    the hashes in ``summary`` (:meth:`Fingerprint.summary`): an upper bound of
+    :func:`match` ``(probe, stored, max_distance=max_distance)`` for the recording it
+    summarises, since every frame :func:`match` counts has such a hash. 1.0 for a summary
+    that is not hex (unknown: not ruled out)."""
+    if not len(probe):
+        return 0.0
+    if not summary or len(summary) % 16:
+        return 1.0
+    try:
+        b = np.frombuffer(bytes.fromhex(summary), dtype=">u8").astype(np.uint64)
+    except ValueError:
+        return 1.0
+    a = np.array(probe.hashes, np.uint64)
+    near = (_popcount(a[:, None] ^ b[None, :]) <= max_distance).any(axis=1)
+    return float(near.mean())
 
 
 def match(
@@ -221,6 +246,10 @@ class FingerprintIndex:
         """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
         return content_fingerprint(frames)
 
+    def _maybe_same(self, fp: Fingerprint) -> Callable[[str], bool]:
+        """Whether a kept summary leaves :meth:`_same` possible (:func:`near_share`)."""
+        return lambda summary: near_share(fp, summary, self.max_distance) >= self.min_overlap
+
     def _same(self, fp: Fingerprint) -> Callable[[str], bool]:
         """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``."""
 
@@ -236,7 +265,8 @@ class FingerprintIndex:
     def find(self, fp: Fingerprint, now: float) -> float:
         """The best overlap of ``fp`` with a kept fingerprint (0 when none)."""
         best = 0.0
-        for _, text in self.store.fingerprints_since(now - self.retention):
+        ids = [i for i, _ in self.store.fingerprints_since(now - self.retention)]
+        for text in self.store.fingerprint_texts(ids).values():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 old = Fingerprint.from_json(text)
                 best = max(best, match(fp, old, max_distance=self.max_distance))
@@ -250,5 +280,11 @@ class FingerprintIndex:
         from .stores.fingerprints import remember_unless_seen
 
         return remember_unless_seen(
-            self.store, fp.to_json(), now, same=self._same(fp), retention=self.retention
+            self.store,
+            fp.summary(),
+            fp.to_json(),
+            now,
+            maybe_same=self._maybe_same(fp),
+            same=self._same(fp),
+            retention=self.retention,
         )

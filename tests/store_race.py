@@ -38,8 +38,9 @@ def race(url, options, session_ids, digests, account, failures, now, barrier, re
 
 def race_fingerprints(url, options, records, now, barrier, results) -> None:
     """Open the store from its URL, wait for every other process, then offer every record to
-    :func:`liveness.stores.fingerprints.remember_unless_seen` (``same``: equal text). Puts
-    ``(pid, records kept by this process, error or None)`` on ``results``."""
+    :func:`liveness.stores.fingerprints.remember_unless_seen` (as test_stores.remember: the
+    summary is the first word, equal records are the same). Puts ``(pid, records kept by
+    this process, error or None)`` on ``results``."""
     from liveness.stores import store_from_url
     from liveness.stores.fingerprints import remember_unless_seen
 
@@ -49,7 +50,10 @@ def race_fingerprints(url, options, records, now, barrier, results) -> None:
         store = store_from_url(url, **options)
         barrier.wait(timeout=120)
         for rec in records:
-            if remember_unless_seen(store, rec, now, same=rec.__eq__, retention=3600.0):
+            head = rec.split()[0]
+            if remember_unless_seen(
+                store, head, rec, now, maybe_same=head.__eq__, same=rec.__eq__, retention=3600.0
+            ):
                 kept.append(rec)
         results.put((os.getpid(), kept, None))
     except BaseException as exc:  # reported to the parent, which fails the test

@@ -298,50 +298,77 @@ def test_purge_works_in_batches(backend):
 # --- content fingerprints: "seen this recording before?" ---------------------------------------
 
 
+def remember(store, rec: str, now: float, retention: float = 3600.0, same=None) -> bool:
+    """The seen-before rule on plain strings: the summary is the first word, the text the
+    whole string, equal strings are the same recording."""
+    return remember_unless_seen(
+        store,
+        rec.split()[0],
+        rec,
+        now,
+        maybe_same=rec.split()[0].__eq__,
+        same=same or rec.__eq__,
+        retention=retention,
+    )
+
+
+def kept_texts(store) -> list[str]:
+    ids = [i for i, _ in store.fingerprints_since(0)]
+    texts = store.fingerprint_texts(ids)
+    return [texts[i] for i in ids]
+
+
 def test_fingerprints_append_read_and_drop(store):
-    a = store.add_fingerprint('{"t": [0.0]}', T0)
-    b = store.add_fingerprint("b" * 20_000, T0 + 10)  # a long clip's fingerprint: kept whole
+    a = store.add_fingerprint("00ff", '{"t": [0.0]}', T0)
+    b = store.add_fingerprint("abcd" * 16, "b" * 20_000, T0 + 10)  # a long clip: kept whole
     assert b > a
-    assert store.fingerprints_since(T0) == [(a, '{"t": [0.0]}'), (b, "b" * 20_000)]
-    assert store.fingerprints_since(T0 + 5) == [(b, "b" * 20_000)]  # seen at or after
+    assert store.fingerprints_since(T0) == [(a, "00ff"), (b, "abcd" * 16)]
+    assert store.fingerprints_since(T0 + 5) == [(b, "abcd" * 16)]  # seen at or after
+    assert store.fingerprint_texts([b, a, 10**9]) == {a: '{"t": [0.0]}', b: "b" * 20_000}
+    assert store.fingerprint_texts([]) == {}
     store.drop_fingerprint(a)
     store.drop_fingerprint(a)  # already gone: no error
-    assert store.fingerprints_since(0) == [(b, "b" * 20_000)]
-    assert store.add_fingerprint("c", T0) > b  # ids never reused
+    assert store.fingerprints_since(0) == [(b, "abcd" * 16)]
+    assert store.fingerprint_texts([a]) == {}
+    assert store.add_fingerprint("", "c", T0) > b  # ids never reused
 
 
 def test_fingerprints_are_bounded_in_count(backend):
     store = backend.open(max_fingerprints=3)
-    ids = [store.add_fingerprint(f"fp {i}", T0 + i) for i in range(5)]
-    assert store.fingerprints_since(0) == [(i, f"fp {k}") for k, i in enumerate(ids)][2:]
+    ids = [store.add_fingerprint(f"s{i}", f"fp {i}", T0 + i) for i in range(5)]
+    assert store.fingerprints_since(0) == [(i, f"s{k}") for k, i in enumerate(ids)][2:]
+    assert store.fingerprint_texts(ids) == {i: f"fp {k}" for k, i in enumerate(ids) if k >= 2}
 
 
 def test_fingerprints_expire_with_the_digests(store):
-    store.add_fingerprint("old", T0)
-    keep = store.add_fingerprint("new", T0 + 10 * 24 * 3600)
+    store.add_fingerprint("s", "old", T0)
+    keep = store.add_fingerprint("s", "new", T0 + 10 * 24 * 3600)
     later = T0 + 31 * 24 * 3600  # past the 30-day retention of the first only
     assert store.purge(later) == 1
-    assert store.fingerprints_since(0) == [(keep, "new")]
+    assert store.fingerprints_since(0) == [(keep, "s")] and kept_texts(store) == ["new"]
 
 
 def test_remember_unless_seen_refuses_a_copy_and_keeps_nothing_for_it(store):
-    def remember(rec, now, retention=3600.0):
-        return remember_unless_seen(store, rec, now, same=rec.__eq__, retention=retention)
-
-    assert remember("clip a", T0)
-    assert not remember("clip a", T0 + 1)  # a copy: refused
-    assert [t for _, t in store.fingerprints_since(0)] == ["clip a"]  # the copy not kept
-    assert remember("clip b", T0 + 2)
+    assert remember(store, "clip a", T0)
+    assert not remember(store, "clip a", T0 + 1)  # a copy: refused
+    assert kept_texts(store) == ["clip a"]  # the copy not kept
+    assert remember(store, "clip b", T0 + 2)
     # Only what was seen within the retention counts.
-    assert remember("clip a", T0 + 100, retention=50.0)
-    assert [t for _, t in store.fingerprints_since(0)] == ["clip a", "clip b", "clip a"]
+    assert remember(store, "clip a", T0 + 100, retention=50.0)
+    assert kept_texts(store) == ["clip a", "clip b", "clip a"]
+    # Only the candidates' texts (summary not ruled out) are compared.
+    compared = []
+    assert remember(store, "other a", T0 + 101, same=lambda t: compared.append(t) or False)
+    assert compared == []
+    assert remember(store, "clip z", T0 + 102, same=lambda t: compared.append(t) or False)
+    assert sorted(compared) == ["clip a", "clip a", "clip b"]
 
     def broken(text):
         raise RuntimeError("comparison failed")
 
     with pytest.raises(RuntimeError):
-        remember_unless_seen(store, "clip c", T0 + 3, same=broken, retention=3600.0)
-    assert "clip c" not in [t for _, t in store.fingerprints_since(0)]  # dropped again
+        remember(store, "clip c", T0 + 103, same=broken)
+    assert "clip c" not in kept_texts(store)  # dropped again
 
 
 def test_one_recording_from_many_threads_is_kept_at_most_once(store):
@@ -353,7 +380,7 @@ def test_one_recording_from_many_threads_is_kept_at_most_once(store):
     def worker() -> None:
         barrier.wait(timeout=30)
         for rec in records:
-            if remember_unless_seen(store, rec, T0, same=rec.__eq__, retention=3600.0):
+            if remember(store, rec, T0):
                 with lock:
                     kept.append(rec)
 
@@ -364,10 +391,9 @@ def test_one_recording_from_many_threads_is_kept_at_most_once(store):
         t.join(timeout=120)
     assert max(Counter(kept).values(), default=0) <= 1, Counter(kept)
     # Exactly the kept ones are in the store (refused calls dropped their own records)...
-    assert sorted(t for _, t in store.fingerprints_since(0)) == sorted(kept)
+    assert sorted(kept_texts(store)) == sorted(kept)
     # ...and every kept recording is refused from now on.
-    for rec in kept:
-        assert not remember_unless_seen(store, rec, T0 + 1, same=rec.__eq__, retention=3600.0)
+    assert not any(remember(store, rec, T0 + 1) for rec in kept)
 
 
 # --- shared between objects, processes and restarts -----------------------------------------
@@ -463,10 +489,8 @@ def test_one_recording_across_processes_is_kept_at_most_once(backend):
     kept = Counter(r for _, k, _ in got for r in k)
     assert max(kept.values(), default=0) <= 1, kept
     store = backend.open()
-    assert sorted(t for _, t in store.fingerprints_since(0)) == sorted(kept)
-    assert not any(
-        remember_unless_seen(store, r, T0 + 1, same=r.__eq__, retention=3600.0) for r in kept
-    )
+    assert sorted(kept_texts(store)) == sorted(kept)
+    assert not any(remember(store, r, T0 + 1) for r in kept)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -180,15 +180,20 @@ class StorePrimitives(Protocol):
         that, of two racing failures that both trip the limit, the later one wins)."""
         ...
 
-    def add_fingerprint(self, fingerprint: str, now: float) -> int:
-        """Append a content fingerprint (opaque text) seen at ``now`` and return its id; in
-        the same atomic operation drop the oldest beyond the store's ``max_fingerprints``.
-        Ids increase across the store, as failure ids do."""
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        """Append a content fingerprint seen at ``now`` (opaque texts: a short ``summary``
+        read by every check, the full ``fingerprint`` read only for candidates) and return
+        its id; in the same atomic operation drop the oldest beyond the store's
+        ``max_fingerprints``. Ids increase across the store, as failure ids do."""
         ...
 
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
-        """The kept fingerprints seen at or after ``since``, as ``(id, text)``, oldest first:
-        one consistent read (every record added before the call began is in it)."""
+        """The kept fingerprints seen at or after ``since``, as ``(id, summary)``, oldest
+        first: one consistent read (every record added before the call began is in it)."""
+        ...
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        """The full texts of the fingerprints ``ids`` that are still kept."""
         ...
 
     def drop_fingerprint(self, fingerprint_id: int) -> None:

@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS {ns}_failures_at ON {ns}_failures (at);
 CREATE TABLE IF NOT EXISTS {ns}_video_fingerprints (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     seen_at DOUBLE PRECISION NOT NULL,
+    summary TEXT NOT NULL,
     fingerprint TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {ns}_video_fingerprints_seen ON {ns}_video_fingerprints (seen_at);
@@ -289,27 +290,39 @@ class PostgresSessionStore(RateLimitRules):
                 (_text(account), until, trigger_id),
             )
 
-    def add_fingerprint(self, fingerprint: str, now: float) -> int:
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
         t = self._t["video_fingerprints"]
         with self._conn() as conn:
             # One statement: the DELETE sees the table as it was before this INSERT, so it
             # keeps the newest max_fingerprints - 1 old records beside the new one.
             (fid,) = conn.execute(
-                f"WITH ins AS (INSERT INTO {t} (seen_at, fingerprint) VALUES (%s, %s) "
-                f"RETURNING id), old AS (DELETE FROM {t} WHERE id IN "
-                f"(SELECT id FROM {t} ORDER BY id DESC OFFSET %s)) SELECT id FROM ins",
-                (now, _text(fingerprint), self.max_fingerprints - 1),
+                f"WITH ins AS (INSERT INTO {t} (seen_at, summary, fingerprint) "
+                "VALUES (%s, %s, %s) RETURNING id), old AS (DELETE FROM "
+                f"{t} WHERE id IN (SELECT id FROM {t} ORDER BY id DESC OFFSET %s)) "
+                "SELECT id FROM ins",
+                (now, _text(summary), _text(fingerprint), self.max_fingerprints - 1),
             ).fetchone()
         return int(fid)
 
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
         with self._conn() as conn:
             rows = conn.execute(
-                f"SELECT id, fingerprint FROM {self._t['video_fingerprints']} "
+                f"SELECT id, summary FROM {self._t['video_fingerprints']} "
                 "WHERE seen_at >= %s ORDER BY id",
                 (since,),
             ).fetchall()
-        return [(int(i), text) for i, text in rows]
+        return [(int(i), s) for i, s in rows]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT id, fingerprint FROM {self._t['video_fingerprints']} "
+                "WHERE id = ANY(%s)",
+                ([int(i) for i in ids],),
+            ).fetchall()
+        return {int(i): text for i, text in rows}
 
     def drop_fingerprint(self, fingerprint_id: int) -> None:
         with self._conn() as conn:

@@ -72,23 +72,25 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
-# KEYS: fingerprint id counter, fingerprints zset (id scored by time), texts hash.
-# ARGV: text, now, max kept. -> the new id; the oldest beyond `max kept` are dropped.
+# KEYS: fingerprint id counter, fingerprints zset (id scored by time), summaries hash, texts
+# hash. ARGV: summary, text, now, max kept. -> the new id; the oldest beyond `max kept` go.
 _ADD_FINGERPRINT = """
 local id = redis.call('INCR', KEYS[1])
-redis.call('ZADD', KEYS[2], ARGV[2], id)
+redis.call('ZADD', KEYS[2], ARGV[3], id)
 redis.call('HSET', KEYS[3], id, ARGV[1])
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+redis.call('HSET', KEYS[4], id, ARGV[2])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if extra > 0 then
   for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
     redis.call('ZREM', KEYS[2], old)
     redis.call('HDEL', KEYS[3], old)
+    redis.call('HDEL', KEYS[4], old)
   end
 end
 return id
 """
 
-# KEYS: fingerprints zset, texts hash. ARGV: since. -> {id, text, id, text, ...} (one read).
+# KEYS: fingerprints zset, summaries hash. ARGV: since. -> {id, summary, ...} (one read).
 _FINGERPRINTS_SINCE = """
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
@@ -101,13 +103,15 @@ end
 return out
 """
 
-# KEYS: fingerprints zset, texts hash. ARGV: cutoff (exclusive), batch. -> {removed, more}.
+# KEYS: fingerprints zset, summaries hash, texts hash. ARGV: cutoff (exclusive), batch.
+# -> {removed, more}.
 _PURGE_FINGERPRINTS = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
                        tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
 end
 local more = 0
 if #ids == tonumber(ARGV[2]) then more = 1 end
@@ -195,7 +199,7 @@ class RedisSessionStore(RateLimitRules):
         self.purge_batch = purge_batch
         p = f"{{{namespace}}}:"
         names = ("sessions", "consumed", "digests", "failseq", "failidx", "blocks", "blocked")
-        self._k = {n: p + n for n in (*names, "fpseq", "fps", "fptext")}
+        self._k = {n: p + n for n in (*names, "fpseq", "fps", "fpsummary", "fptext")}
         self._fail_prefix = p + "fail:"
         # redis-py's pool notices a fork and opens new connections in the child.
         self._r = redis.Redis.from_url(
@@ -301,31 +305,37 @@ class RedisSessionStore(RateLimitRules):
                 args=[account, repr(float(until)), int(trigger_id)],
             )
 
-    def add_fingerprint(self, fingerprint: str, now: float) -> int:
-        keys = [self._k["fpseq"], self._k["fps"], self._k["fptext"]]
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        keys = [self._k[n] for n in ("fpseq", "fps", "fpsummary", "fptext")]
+        args = [summary, fingerprint, repr(float(now)), self.max_fingerprints]
         with self._call():
-            return int(
-                self._add_fingerprint(
-                    keys=keys, args=[fingerprint, repr(float(now)), self.max_fingerprints]
-                )
-            )
+            return int(self._add_fingerprint(keys=keys, args=args))
 
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
         with self._call():
             flat = self._fingerprints_since(
-                keys=[self._k["fps"], self._k["fptext"]], args=[repr(float(since))]
+                keys=[self._k["fps"], self._k["fpsummary"]], args=[repr(float(since))]
             )
         return [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        ids = [int(i) for i in ids]
+        with self._call():
+            texts = self._r.hmget(self._k["fptext"], ids)
+        return {i: t for i, t in zip(ids, texts, strict=True) if t is not None}
 
     def drop_fingerprint(self, fingerprint_id: int) -> None:
         with self._call():
             pipe = self._r.pipeline(transaction=True)
             pipe.zrem(self._k["fps"], int(fingerprint_id))
+            pipe.hdel(self._k["fpsummary"], int(fingerprint_id))
             pipe.hdel(self._k["fptext"], int(fingerprint_id))
             pipe.execute()
 
     def _purge_old_fingerprints(self, now: float) -> int:
-        keys = [self._k["fps"], self._k["fptext"]]
+        keys = [self._k["fps"], self._k["fpsummary"], self._k["fptext"]]
         args = [repr(float(now - self.digest_retention)), int(self.purge_batch)]
         total = 0
         while True:

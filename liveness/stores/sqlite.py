@@ -48,11 +48,13 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_account_at ON failures (account, at);
--- The table liveness.fingerprint.FingerprintIndex kept in this file before, same columns.
+-- The table liveness.fingerprint.FingerprintIndex kept in this file before (without
+-- `summary`: added by _init_db, '' for the rows written then).
 CREATE TABLE IF NOT EXISTS video_fingerprints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     seen_at REAL NOT NULL,
-    fingerprint TEXT NOT NULL
+    fingerprint TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS blocks (
     account TEXT PRIMARY KEY,
@@ -177,6 +179,11 @@ class SQLiteSessionStore(RateLimitRules):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            have = {r[1] for r in c.execute("PRAGMA table_info(video_fingerprints)")}
+            if "summary" not in have:
+                c.execute(
+                    "ALTER TABLE video_fingerprints ADD COLUMN summary TEXT NOT NULL DEFAULT ''"
+                )
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def record_issued(self, claims: ChallengeClaims) -> None:
@@ -263,12 +270,13 @@ class SQLiteSessionStore(RateLimitRules):
                 (account, until, trigger_id),
             )
 
-    def add_fingerprint(self, fingerprint: str, now: float) -> int:
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
         with self._tx() as c:
             fid = int(
                 c.execute(
-                    "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
-                    (now, fingerprint),
+                    "INSERT INTO video_fingerprints (seen_at, summary, fingerprint) "
+                    "VALUES (?, ?, ?)",
+                    (now, summary, fingerprint),
                 ).lastrowid
             )
             c.execute(
@@ -281,10 +289,21 @@ class SQLiteSessionStore(RateLimitRules):
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT id, fingerprint FROM video_fingerprints WHERE seen_at >= ? ORDER BY id",
+                "SELECT id, summary FROM video_fingerprints WHERE seen_at >= ? ORDER BY id",
                 (since,),
             ).fetchall()
-        return [(int(i), text) for i, text in rows]
+        return [(int(i), s) for i, s in rows]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT id, fingerprint FROM video_fingerprints WHERE id IN ({marks})",
+                [int(i) for i in ids],
+            ).fetchall()
+        return {int(i): text for i, text in rows}
 
     def drop_fingerprint(self, fingerprint_id: int) -> None:
         with self._tx() as c:
