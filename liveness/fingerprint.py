@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -122,17 +122,47 @@ def near_share(probe: Fingerprint, summary: str, max_distance: int = 8) -> float
     :func:`match` ``(probe, stored, max_distance=max_distance)`` for the recording it
     summarises, since every frame :func:`match` counts has such a hash. 1.0 for a summary
     that is not hex (unknown: not ruled out)."""
-    if not len(probe):
-        return 0.0
+    return float(near_shares(probe, [summary], max_distance)[0])
+
+
+def _summary_hashes(summary: str) -> np.ndarray | None:
+    """The hashes of a summary; None when it is empty or not 16-digit hex."""
     if not summary or len(summary) % 16:
-        return 1.0
+        return None
     try:
-        b = np.frombuffer(bytes.fromhex(summary), dtype=">u8").astype(np.uint64)
+        return np.frombuffer(bytes.fromhex(summary), dtype=">u8").astype(np.uint64)
     except ValueError:
-        return 1.0
-    a = np.array(probe.hashes, np.uint64)
-    near = (_popcount(a[:, None] ^ b[None, :]) <= max_distance).any(axis=1)
-    return float(near.mean())
+        return None
+
+
+def near_shares(
+    probe: Fingerprint, summaries: Sequence[str], max_distance: int = 8, chunk: int = 1 << 16
+) -> np.ndarray:
+    """:func:`near_share` of ``probe`` against every summary at once (float array): all
+    hashes in one array, compared ``chunk`` columns at a time (memory: about ``len(probe) x
+    chunk`` 8-byte words), then an OR per summary. What a reuse check runs over every kept
+    recording, so it stays a few numpy passes however many are kept."""
+    out = np.ones(len(summaries))
+    if not len(probe):
+        return np.zeros(len(summaries))
+    parsed = [(i, h) for i, s in enumerate(summaries) if (h := _summary_hashes(s)) is not None]
+    if not parsed:
+        return out
+    every = np.concatenate([h for _, h in parsed])
+    starts = np.cumsum([0] + [len(h) for _, h in parsed[:-1]])
+    a = np.array(probe.hashes, np.uint64)[:, None]
+    near = np.empty((len(a), len(every)), bool)
+    for c in range(0, len(every), chunk):
+        near[:, c : c + chunk] = _bit_count(a ^ every[None, c : c + chunk]) <= max_distance
+    per_summary = np.logical_or.reduceat(near, starts, axis=1).sum(axis=0) / len(a)
+    out[[i for i, _ in parsed]] = per_summary
+    return out
+
+
+def _bit_count(x: np.ndarray) -> np.ndarray:
+    """Set bits per element (numpy's own popcount where there is one)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(x) if count is not None else _popcount(x)
 
 
 def match(
@@ -246,9 +276,9 @@ class FingerprintIndex:
         """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
         return content_fingerprint(frames)
 
-    def _maybe_same(self, fp: Fingerprint) -> Callable[[str], bool]:
-        """Whether a kept summary leaves :meth:`_same` possible (:func:`near_share`)."""
-        return lambda summary: near_share(fp, summary, self.max_distance) >= self.min_overlap
+    def _maybe_same(self, fp: Fingerprint) -> Callable[[list[str]], Sequence[bool]]:
+        """Which kept summaries leave :meth:`_same` possible (:func:`near_shares`)."""
+        return lambda summaries: near_shares(fp, summaries, self.max_distance) >= self.min_overlap
 
     def _same(self, fp: Fingerprint) -> Callable[[str], bool]:
         """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``."""

@@ -52,7 +52,13 @@ def race_fingerprints(url, options, records, now, barrier, results) -> None:
         for rec in records:
             head = rec.split()[0]
             if remember_unless_seen(
-                store, head, rec, now, maybe_same=head.__eq__, same=rec.__eq__, retention=3600.0
+                store,
+                head,
+                rec,
+                now,
+                maybe_same=lambda summaries, head=head: [s == head for s in summaries],
+                same=rec.__eq__,
+                retention=3600.0,
             ):
                 kept.append(rec)
         results.put((os.getpid(), kept, None))

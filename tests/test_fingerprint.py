@@ -9,7 +9,13 @@ import cv2
 import pytest
 
 from liveness import Verifier
-from liveness.fingerprint import FingerprintIndex, content_fingerprint, match, near_share
+from liveness.fingerprint import (
+    FingerprintIndex,
+    content_fingerprint,
+    match,
+    near_share,
+    near_shares,
+)
 from liveness.sessions import (
     ChallengeClaims,
     ChallengeGate,
@@ -87,6 +93,11 @@ def test_the_summary_bounds_the_match_so_the_store_reads_only_candidates(data_di
     assert near_share(fps[0], fps[0].summary()) == 1.0
     assert near_share(fps[0], fps[1].summary()) < 0.6  # ruled out: its text is not fetched
     assert near_share(fps[0], "") == 1.0 and near_share(fps[0], "not hex!" * 2) == 1.0
+    # All kept summaries at once, in chunks of any size: the same shares.
+    summaries = [f.summary() for f in fps] + ["", "zz" * 8]
+    one_by_one = [near_share(fps[1], s) for s in summaries]
+    assert list(near_shares(fps[1], summaries)) == one_by_one
+    assert list(near_shares(fps[1], summaries, chunk=7)) == one_by_one
 
 
 def test_a_file_written_before_summaries_still_finds_its_copies(data_dir, tmp_path):

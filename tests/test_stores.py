@@ -306,7 +306,7 @@ def remember(store, rec: str, now: float, retention: float = 3600.0, same=None) 
         rec.split()[0],
         rec,
         now,
-        maybe_same=rec.split()[0].__eq__,
+        maybe_same=lambda summaries: [s == rec.split()[0] for s in summaries],
         same=same or rec.__eq__,
         retention=retention,
     )

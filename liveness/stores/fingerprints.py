@@ -33,7 +33,7 @@ record is dropped if the store still answers, and the error is raised: the calle
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .base import StorePrimitives, StoreUnavailable
 
@@ -49,7 +49,7 @@ def remember_unless_seen(
     record: str,
     now: float,
     *,
-    maybe_same: Callable[[str], bool],
+    maybe_same: Callable[[list[str]], Sequence[bool]],
     same: Callable[[str], bool],
     retention: float,
 ) -> bool:
@@ -57,17 +57,18 @@ def remember_unless_seen(
     ``now`` unless a kept record seen in ``[now - retention, now]`` or added concurrently is
     ``same`` as it; True if kept.
 
-    ``maybe_same(summary)`` must be True whenever ``same(text)`` could be (it only saves
-    fetching and comparing the others; True for a summary it cannot read); ``same(text)``
+    ``maybe_same(summaries)`` says for each summary whether its ``same(text)`` could be True
+    (it must never rule out one that is; it only saves fetching and comparing the others, in
+    one call so that it can work on all of them at once); ``same(text)``
     compares the new recording with one kept record's text (False for a text it cannot
     read). Work: one append, one read of every kept summary, one fetch per ``_BATCH``
     candidates; bounded by the store's ``max_fingerprints``.
     """
     fid = store.add_fingerprint(summary, record, now)
     try:
-        candidates = [
-            i for i, s in store.fingerprints_since(now - retention) if i != fid and maybe_same(s)
-        ]
+        kept = [(i, s) for i, s in store.fingerprints_since(now - retention) if i != fid]
+        flags = maybe_same([s for _, s in kept]) if kept else []
+        candidates = [i for (i, _), maybe in zip(kept, flags, strict=True) if maybe]
         for k in range(0, len(candidates), _BATCH):
             batch = candidates[k : k + _BATCH]
             texts = store.fingerprint_texts(batch)
