@@ -48,8 +48,11 @@ def bench_store(url: str, kept: list[int], fps: dict, repeats: int) -> dict:
     others = [(fp.summary(), fp.to_json()) for name, fp in fps.items() if name != PROBE]
     rows = []
     for n in kept:
+        at = url
+        if url.startswith("sqlite:///"):
+            at = f"{url.rsplit('.', 1)[0]}-{n}.db"  # a fresh file per count
         options = {} if url.startswith(("memory", "sqlite")) else {"namespace": _ns()}
-        store = store_from_url(url, max_fingerprints=max(kept) + repeats + 1, **options)
+        store = store_from_url(at, max_fingerprints=max(kept) + repeats + 1, **options)
         try:
             now = time.time()
             for i in range(n):
