@@ -144,7 +144,8 @@ class ServiceConfig:
     # Several instances on one database (issue 13): this instance's name (default: host
     # name), recorded on the attempts it claims so that its restart fails only its own
     # interrupted ones; attempts left `processing` longer than `stale_processing_s` (an
-    # instance that never came back) are failed by whichever instance starts next.
+    # instance that never came back) are failed by whichever instance starts next, and by
+    # every instance's sweep each `purge_every` seconds (sweep.py).
     instance: str | None = None
     stale_processing_s: float = 3600.0
     # Local files (spool, audit head checkpoint; the session store without `store`) when `db`
@@ -973,7 +974,7 @@ def create_app(
     async def put_reference(account: str, request: Request):
         """Enrol or replace the account's reference photo (multipart field ``photo``);
         operator only."""
-        actor = require_operator(request)
+        actor = await run_in_threadpool(require_operator, request)
         _check_account(account)
         await run_in_threadpool(limit, request, "enrol")
         try:
