@@ -183,8 +183,10 @@ class StorePrimitives(Protocol):
     def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
         """Append a content fingerprint seen at ``now`` (opaque texts: a short ``summary``
         read by every check, the full ``fingerprint`` read only for candidates) and return
-        its id; in the same atomic operation drop the oldest beyond the store's
-        ``max_fingerprints``. Ids increase across the store, as failure ids do."""
+        its id; in the same atomic operation drop the oldest, so that at most the store's
+        ``max_fingerprints`` stay (SQL backends: those more than that many ids older, so
+        ids of dropped records count too). Ids increase across the store, as failure ids
+        do."""
         ...
 
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:

@@ -293,14 +293,13 @@ class PostgresSessionStore(RateLimitRules):
     def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
         t = self._t["video_fingerprints"]
         with self._conn() as conn:
-            # One statement: the DELETE sees the table as it was before this INSERT, so it
-            # keeps the newest max_fingerprints - 1 old records beside the new one.
+            # One statement; the DELETE goes by id (one index range, not a count of the
+            # table): records more than max_fingerprints ids older than the new one.
             (fid,) = conn.execute(
                 f"WITH ins AS (INSERT INTO {t} (seen_at, summary, fingerprint) "
                 "VALUES (%s, %s, %s) RETURNING id), old AS (DELETE FROM "
-                f"{t} WHERE id IN (SELECT id FROM {t} ORDER BY id DESC OFFSET %s)) "
-                "SELECT id FROM ins",
-                (now, _text(summary), _text(fingerprint), self.max_fingerprints - 1),
+                f"{t} WHERE id <= (SELECT id FROM ins) - %s) SELECT id FROM ins",
+                (now, _text(summary), _text(fingerprint), self.max_fingerprints),
             ).fetchone()
         return int(fid)
 

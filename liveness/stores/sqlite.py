@@ -279,10 +279,10 @@ class SQLiteSessionStore(RateLimitRules):
                     (now, summary, fingerprint),
                 ).lastrowid
             )
+            # By id (the primary key: one index range, not a count of the table): at most
+            # max_fingerprints ids, so at most that many records, stay.
             c.execute(
-                "DELETE FROM video_fingerprints WHERE id NOT IN "
-                "(SELECT id FROM video_fingerprints ORDER BY id DESC LIMIT ?)",
-                (self.max_fingerprints,),
+                "DELETE FROM video_fingerprints WHERE id <= ?", (fid - self.max_fingerprints,)
             )
         return fid
 
