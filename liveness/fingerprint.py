@@ -262,7 +262,7 @@ class FingerprintIndex:
     retention); the store keeps at most its ``max_fingerprints``, newest first. Work per
     check grows with the number kept: every kept summary is read and compared with
     :func:`near_shares` (measured with ``python -m benchmarks.fingerprint_store``: 10,000
-    kept, 0.1-0.7 s a check depending on the store), only candidates in full.
+    kept, 50-320 ms a check depending on the store), only candidates in full.
     """
 
     path: str | os.PathLike | None = None
