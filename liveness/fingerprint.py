@@ -9,8 +9,9 @@ another *in step*: frames whose hashes differ by at most ``max_distance`` bits, 
 consistent time offset (a trimmed copy keeps its offset; an unrelated clip only matches by
 chance, frame by frame, at scattered offsets).
 
-:class:`FingerprintIndex` remembers fingerprints (in memory or in a SQLite file beside the
-session store) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
+:class:`FingerprintIndex` remembers fingerprints in a session store (memory, SQLite,
+PostgreSQL or Redis: :mod:`liveness.stores.fingerprints`, so instances sharing a store share
+them) and answers "seen before?" with :meth:`FingerprintIndex.check_and_add`.
 
 Thresholds (measured with ``python -m benchmarks.fingerprint``, benchmarks/README.md section
 "Video reuse", 55 shared clips): re-encoded copies 55/55 found, trimmed 34/36, byte-changed
@@ -20,12 +21,11 @@ at 1.0 by appearance alone, hence the movement check in :func:`match`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sqlite3
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -66,6 +66,12 @@ class Fingerprint:
 
     def __len__(self) -> int:
         return len(self.hashes)
+
+    def summary(self) -> str:
+        """The frame hashes alone, 16 hex digits each: what every reuse check reads of every
+        kept recording (:func:`near_share` bounds :func:`match` from it), a few hundred
+        bytes against the few KB of :meth:`to_json`."""
+        return "".join(f"{h:016x}" for h in self.hashes)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -115,6 +121,61 @@ def _popcount(x: np.ndarray) -> np.ndarray:
 
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
+def near_share(probe: Fingerprint, summary: str, max_distance: int = 8) -> float:
+    """The share of ``probe`` 's frames with a hash within ``max_distance`` bits of one of
+    the hashes in ``summary`` (:meth:`Fingerprint.summary`): an upper bound of
+    :func:`match` ``(probe, stored, max_distance=max_distance)`` for the recording it
+    summarises, since every frame :func:`match` counts has such a hash. 1.0 for a summary
+    that is not hex (unknown: not ruled out)."""
+    return float(near_shares(probe, [summary], max_distance)[0])
+
+
+def _summary_hashes(summary: str) -> np.ndarray | None:
+    """The hashes of a summary; None when it is empty or not 16-digit hex."""
+    if not summary or len(summary) % 16:
+        return None
+    try:
+        return np.frombuffer(bytes.fromhex(summary), dtype=">u8").astype(np.uint64)
+    except ValueError:
+        return None
+
+
+def near_shares(
+    probe: Fingerprint, summaries: Sequence[str], max_distance: int = 8, chunk: int = 8192
+) -> np.ndarray:
+    """:func:`near_share` of ``probe`` against every summary at once (float array): the
+    summaries' hashes side by side, compared in groups of whole summaries of about ``chunk``
+    hashes (memory: about ``len(probe) x chunk`` 8-byte words, 20 MB for a 60 s upload's
+    300 frames), then an OR per summary. What a reuse check runs over every kept recording,
+    so it stays a few numpy passes per group however many are kept."""
+    out = np.ones(len(summaries))
+    if not len(probe):
+        return np.zeros(len(summaries))
+    parsed = [(i, h) for i, s in enumerate(summaries) if (h := _summary_hashes(s)) is not None]
+    if not parsed:
+        return out
+    every = np.concatenate([h for _, h in parsed])
+    ends = np.cumsum([len(h) for _, h in parsed])
+    starts = ends - [len(h) for _, h in parsed]
+    a = np.array(probe.hashes, np.uint64)[:, None]
+    shares = np.empty(len(parsed))
+    i = 0
+    while i < len(parsed):
+        # whole summaries i..j-1, about `chunk` hashes (at least one summary)
+        j = max(i + 1, int(np.searchsorted(ends, starts[i] + chunk, side="right")))
+        near = _bit_count(a ^ every[None, starts[i] : ends[j - 1]]) <= max_distance
+        shares[i:j] = np.logical_or.reduceat(near, starts[i:j] - starts[i], axis=1).sum(0)
+        i = j
+    out[[i for i, _ in parsed]] = shares / len(a)
+    return out
+
+
+def _bit_count(x: np.ndarray) -> np.ndarray:
+    """Set bits per element (numpy's own popcount where there is one)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(x) if count is not None else _popcount(x)
 
 
 def match(
@@ -193,89 +254,81 @@ def _moves_alike(pb, sb, pt, st, pi, si, off, min_std) -> float:
 
 @dataclass(eq=False)
 class FingerprintIndex:
-    """Fingerprints of recordings already submitted, in memory or in a SQLite file.
+    """Fingerprints of recordings already submitted, kept in a session store.
 
-    ``path=None`` keeps them in memory (tests, one process). ``check_and_add`` is atomic
-    within a process (one lock) and, with a file, across processes (``BEGIN IMMEDIATE``).
-    ``retention`` seconds after which a fingerprint is forgotten (as the byte digests).
-    Work per check grows with the number kept: a linear scan, fine for one service's month
-    of recoveries (thousands), not for millions.
+    ``store``: any :class:`~liveness.stores.SessionStore` backend (memory, SQLite,
+    PostgreSQL, Redis); service instances that share a store share the set of seen
+    recordings, so a copy uploaded to another instance is refused too. Without one,
+    ``path`` names a SQLite file (a :class:`~liveness.stores.SQLiteSessionStore` on it), and
+    with neither the fingerprints stay in this process's memory (tests, one process).
+
+    :meth:`check_and_add` is :func:`liveness.stores.fingerprints.remember_unless_seen`:
+    written once over the store's atomic primitives, so of copies checked at the same
+    moment on any number of instances at most one is kept. ``retention`` seconds after
+    which a fingerprint no longer counts (the store's purge drops it after its digest
+    retention); the store keeps at most its ``max_fingerprints``, newest first. Work per
+    check grows with the number kept: every kept summary is read and compared with
+    :func:`near_shares` (measured with ``python -m benchmarks.fingerprint_store``: 10,000
+    kept, 50-320 ms a check depending on the store), only candidates in full.
     """
 
     path: str | os.PathLike | None = None
     min_overlap: float = 0.6
     max_distance: int = 8
     retention: float = 30 * 24 * 3600.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _memory: list[tuple[float, Fingerprint]] = field(default_factory=list, init=False, repr=False)
+    store: object | None = None
 
     def __post_init__(self) -> None:
-        if self.path is not None:
-            with self._connect() as c:
-                c.execute(
-                    "CREATE TABLE IF NOT EXISTS video_fingerprints ("
-                    "id INTEGER PRIMARY KEY AUTOINCREMENT, seen_at REAL NOT NULL, "
-                    "fingerprint TEXT NOT NULL)"
-                )
+        if self.store is None:
+            from .stores import MemorySessionStore, SQLiteSessionStore
+
+            self.store = (
+                MemorySessionStore() if self.path is None else SQLiteSessionStore(self.path)
+            )
 
     def fingerprint(self, frames: Iterable) -> Fingerprint:
         """:func:`content_fingerprint` of ``frames`` (what :class:`ChallengeGate` calls)."""
         return content_fingerprint(frames)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(os.fspath(self.path), timeout=10.0)
+    def _maybe_same(self, fp: Fingerprint) -> Callable[[list[str]], Sequence[bool]]:
+        """Which kept summaries leave :meth:`_same` possible (:func:`near_shares`)."""
+        return lambda summaries: near_shares(fp, summaries, self.max_distance) >= self.min_overlap
+
+    def _same(self, fp: Fingerprint) -> Callable[[str], bool]:
+        """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``."""
+
+        def same(text: str) -> bool:
+            try:
+                old = Fingerprint.from_json(text)
+            except (ValueError, KeyError, TypeError):
+                return False  # not written by this code: cannot be the same recording
+            return match(fp, old, max_distance=self.max_distance) >= self.min_overlap
+
+        return same
 
     def find(self, fp: Fingerprint, now: float) -> float:
         """The best overlap of ``fp`` with a kept fingerprint (0 when none)."""
         best = 0.0
-        for _, old in self._kept(now):
-            best = max(best, match(fp, old, max_distance=self.max_distance))
+        ids = [i for i, _ in self.store.fingerprints_since(now - self.retention)]
+        for text in self.store.fingerprint_texts(ids).values():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                old = Fingerprint.from_json(text)
+                best = max(best, match(fp, old, max_distance=self.max_distance))
         return best
-
-    def _kept(self, now: float) -> Sequence[tuple[float, Fingerprint]]:
-        since = now - self.retention
-        if self.path is None:
-            return [x for x in self._memory if x[0] >= since]
-        with self._connect() as c:
-            rows = c.execute(
-                "SELECT seen_at, fingerprint FROM video_fingerprints WHERE seen_at >= ?", (since,)
-            ).fetchall()
-        return [(t, Fingerprint.from_json(text)) for t, text in rows]
 
     def check_and_add(self, fp: Fingerprint, now: float) -> bool:
         """Remember ``fp``; False (and nothing added) if a kept recording holds at least
         ``min_overlap`` of it."""
         if not len(fp):
             return True
-        with self._lock:
-            if self.path is None:
-                if self.find(fp, now) >= self.min_overlap:
-                    return False
-                self._memory.append((now, fp))
-                return True
-            conn = self._connect()
-            try:
-                conn.isolation_level = None
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = conn.execute(
-                        "SELECT fingerprint FROM video_fingerprints WHERE seen_at >= ?",
-                        (now - self.retention,),
-                    ).fetchall()
-                    for (text,) in rows:
-                        old = Fingerprint.from_json(text)
-                        if match(fp, old, max_distance=self.max_distance) >= self.min_overlap:
-                            conn.execute("ROLLBACK")
-                            return False
-                    conn.execute(
-                        "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
-                        (now, fp.to_json()),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                conn.close()
-            return True
+        from .stores.fingerprints import remember_unless_seen
+
+        return remember_unless_seen(
+            self.store,
+            fp.summary(),
+            fp.to_json(),
+            now,
+            maybe_same=self._maybe_same(fp),
+            same=self._same(fp),
+            retention=self.retention,
+        )

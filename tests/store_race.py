@@ -34,3 +34,36 @@ def race(url, options, session_ids, digests, account, failures, now, barrier, re
     finally:
         if store is not None:
             store.close()
+
+
+def race_fingerprints(url, options, records, now, barrier, results) -> None:
+    """Open the store from its URL, wait for every other process, then offer every record to
+    :func:`liveness.stores.fingerprints.remember_unless_seen` (as test_stores.remember: the
+    summary is the first word, equal records are the same). Puts ``(pid, records kept by
+    this process, error or None)`` on ``results``."""
+    from liveness.stores import store_from_url
+    from liveness.stores.fingerprints import remember_unless_seen
+
+    kept: list[str] = []
+    store = None
+    try:
+        store = store_from_url(url, **options)
+        barrier.wait(timeout=120)
+        for rec in records:
+            head = rec.split()[0]
+            if remember_unless_seen(
+                store,
+                head,
+                rec,
+                now,
+                maybe_same=lambda summaries, head=head: [s == head for s in summaries],
+                same=rec.__eq__,
+                retention=3600.0,
+            ):
+                kept.append(rec)
+        results.put((os.getpid(), kept, None))
+    except BaseException as exc:  # reported to the parent, which fails the test
+        results.put((os.getpid(), kept, repr(exc)))
+    finally:
+        if store is not None:
+            store.close()

@@ -9,7 +9,13 @@ import cv2
 import pytest
 
 from liveness import Verifier
-from liveness.fingerprint import FingerprintIndex, content_fingerprint, match
+from liveness.fingerprint import (
+    FingerprintIndex,
+    content_fingerprint,
+    match,
+    near_share,
+    near_shares,
+)
 from liveness.sessions import (
     ChallengeClaims,
     ChallengeGate,
@@ -74,6 +80,46 @@ def test_index_in_a_file_survives_reopening(data_dir, tmp_path):
     # forgotten after the retention time
     later = time.time() + again.retention + 1
     assert again.check_and_add(original, later)
+
+
+def test_the_summary_bounds_the_match_so_the_store_reads_only_candidates(data_dir):
+    """near_share (from the hashes alone: what every check reads of every kept recording)
+    is never below match, so skipping the recordings it rules out changes no answer."""
+    names = [CLIP, OTHER, "videos/selfie_blinks.mp4"]
+    fps = [fp(data_dir / n) for n in names]
+    for p in fps:
+        for s in fps:
+            assert near_share(p, s.summary()) >= match(p, s) - 1e-9
+    assert near_share(fps[0], fps[0].summary()) == 1.0
+    assert near_share(fps[0], fps[1].summary()) < 0.6  # ruled out: its text is not fetched
+    assert near_share(fps[0], "") == 1.0 and near_share(fps[0], "not hex!" * 2) == 1.0
+    # All kept summaries at once, in chunks of any size: the same shares.
+    summaries = [f.summary() for f in fps] + ["", "zz" * 8]
+    one_by_one = [near_share(fps[1], s) for s in summaries]
+    assert list(near_shares(fps[1], summaries)) == one_by_one
+    assert list(near_shares(fps[1], summaries, chunk=7)) == one_by_one
+
+
+def test_a_file_written_before_summaries_still_finds_its_copies(data_dir, tmp_path):
+    """A SQLite file of the per-instance index (no summary column) is migrated: its rows
+    have no summary, so they are always compared in full."""
+    import sqlite3
+
+    db = tmp_path / "old.sqlite3"
+    original = fp(data_dir / CLIP)
+    with sqlite3.connect(db) as c:
+        c.execute(
+            "CREATE TABLE video_fingerprints (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "seen_at REAL NOT NULL, fingerprint TEXT NOT NULL)"
+        )
+        c.execute(
+            "INSERT INTO video_fingerprints (seen_at, fingerprint) VALUES (?, ?)",
+            (time.time(), original.to_json()),
+        )
+    c.close()
+    index = FingerprintIndex(db)
+    assert not index.check_and_add(fp(reencode(data_dir / CLIP, tmp_path / "re.mp4")), time.time())
+    assert index.check_and_add(fp(data_dir / OTHER), time.time())
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from servers import free_port, postgres_server, redis_server  # noqa: F401 (fixtures)
-from store_race import race
+from store_race import race, race_fingerprints
 
 from liveness.cli import main as cli_main
 from liveness.errors import InputError, LivenessError
@@ -51,6 +51,7 @@ from liveness.stores import (
     StoreURLError,
     store_from_url,
 )
+from liveness.stores.fingerprints import remember_unless_seen
 from liveness.stores.url import redact
 
 T0 = 1_750_000_000.0  # a fixed "now"; every test moves time explicitly
@@ -294,6 +295,107 @@ def test_purge_works_in_batches(backend):
     assert store.purge(T0 + 10_000) == 0
 
 
+# --- content fingerprints: "seen this recording before?" ---------------------------------------
+
+
+def remember(store, rec: str, now: float, retention: float = 3600.0, same=None) -> bool:
+    """The seen-before rule on plain strings: the summary is the first word, the text the
+    whole string, equal strings are the same recording."""
+    return remember_unless_seen(
+        store,
+        rec.split()[0],
+        rec,
+        now,
+        maybe_same=lambda summaries: [s == rec.split()[0] for s in summaries],
+        same=same or rec.__eq__,
+        retention=retention,
+    )
+
+
+def kept_texts(store) -> list[str]:
+    ids = [i for i, _ in store.fingerprints_since(0)]
+    texts = store.fingerprint_texts(ids)
+    return [texts[i] for i in ids]
+
+
+def test_fingerprints_append_read_and_drop(store):
+    a = store.add_fingerprint("00ff", '{"t": [0.0]}', T0)
+    b = store.add_fingerprint("abcd" * 16, "b" * 20_000, T0 + 10)  # a long clip: kept whole
+    assert b > a
+    assert store.fingerprints_since(T0) == [(a, "00ff"), (b, "abcd" * 16)]
+    assert store.fingerprints_since(T0 + 5) == [(b, "abcd" * 16)]  # seen at or after
+    assert store.fingerprint_texts([b, a, 10**9]) == {a: '{"t": [0.0]}', b: "b" * 20_000}
+    assert store.fingerprint_texts([]) == {}
+    store.drop_fingerprint(a)
+    store.drop_fingerprint(a)  # already gone: no error
+    assert store.fingerprints_since(0) == [(b, "abcd" * 16)]
+    assert store.fingerprint_texts([a]) == {}
+    assert store.add_fingerprint("", "c", T0) > b  # ids never reused
+
+
+def test_fingerprints_are_bounded_in_count(backend):
+    store = backend.open(max_fingerprints=3)
+    ids = [store.add_fingerprint(f"s{i}", f"fp {i}", T0 + i) for i in range(5)]
+    assert store.fingerprints_since(0) == [(i, f"s{k}") for k, i in enumerate(ids)][2:]
+    assert store.fingerprint_texts(ids) == {i: f"fp {k}" for k, i in enumerate(ids) if k >= 2}
+
+
+def test_fingerprints_expire_with_the_digests(store):
+    store.add_fingerprint("s", "old", T0)
+    keep = store.add_fingerprint("s", "new", T0 + 10 * 24 * 3600)
+    later = T0 + 31 * 24 * 3600  # past the 30-day retention of the first only
+    assert store.purge(later) == 1
+    assert store.fingerprints_since(0) == [(keep, "s")] and kept_texts(store) == ["new"]
+
+
+def test_remember_unless_seen_refuses_a_copy_and_keeps_nothing_for_it(store):
+    assert remember(store, "clip a", T0)
+    assert not remember(store, "clip a", T0 + 1)  # a copy: refused
+    assert kept_texts(store) == ["clip a"]  # the copy not kept
+    assert remember(store, "clip b", T0 + 2)
+    # Only what was seen within the retention counts.
+    assert remember(store, "clip a", T0 + 100, retention=50.0)
+    assert kept_texts(store) == ["clip a", "clip b", "clip a"]
+    # Only the candidates' texts (summary not ruled out) are compared.
+    compared = []
+    assert remember(store, "other a", T0 + 101, same=lambda t: compared.append(t) or False)
+    assert compared == []
+    assert remember(store, "clip z", T0 + 102, same=lambda t: compared.append(t) or False)
+    assert sorted(compared) == ["clip a", "clip a", "clip b"]
+
+    def broken(text):
+        raise RuntimeError("comparison failed")
+
+    with pytest.raises(RuntimeError):
+        remember(store, "clip c", T0 + 103, same=broken)
+    assert "clip c" not in kept_texts(store)  # dropped again
+
+
+def test_one_recording_from_many_threads_is_kept_at_most_once(store):
+    n, records = 8, [f"recording {i}" for i in range(10)]
+    barrier = threading.Barrier(n)
+    kept: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        for rec in records:
+            if remember(store, rec, T0):
+                with lock:
+                    kept.append(rec)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert max(Counter(kept).values(), default=0) <= 1, Counter(kept)
+    # Exactly the kept ones are in the store (refused calls dropped their own records)...
+    assert sorted(kept_texts(store)) == sorted(kept)
+    # ...and every kept recording is refused from now on.
+    assert not any(remember(store, rec, T0 + 1) for rec in kept)
+
+
 # --- shared between objects, processes and restarts -----------------------------------------
 
 
@@ -359,6 +461,36 @@ def test_exactly_once_across_processes(backend):
     with pytest.raises(RateLimitedError):
         store.check_rate_limit("alice", T0)
     assert store.get_block("alice").until == T0 + 300
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_one_recording_across_processes_is_kept_at_most_once(backend):
+    """Six processes, each with its own store from the URL (as six service instances), offer
+    the same 20 recordings at once: each recording is kept by at most one process, the store
+    holds exactly the kept ones, and every recording is refused afterwards."""
+    procs = 6
+    records = [f"recording {i}" for i in range(20)]
+    ctx = _race_context()
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=race_fingerprints,
+            args=(backend.url, backend.options, records, T0, barrier, results),
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in range(procs)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert [err for *_, err in got if err] == []
+    kept = Counter(r for _, k, _ in got for r in k)
+    assert max(kept.values(), default=0) <= 1, kept
+    store = backend.open()
+    assert sorted(kept_texts(store)) == sorted(kept)
+    assert not any(remember(store, r, T0 + 1) for r in kept)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -34,7 +34,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="URL",
         help="session store: sqlite:///FILE, postgresql://..., redis://... (default: --db)",
     )
-    ap.add_argument("--purge-every", type=float, default=600.0, help="seconds between purges")
+    ap.add_argument(
+        "--purge-every",
+        type=float,
+        default=600.0,
+        help="seconds between purges and sweeps of stale attempts (600)",
+    )
+    ap.add_argument(
+        "--stale-after",
+        type=float,
+        default=3600.0,
+        help="seconds after which an attempt still processing is failed as INTERRUPTED (3600)",
+    )
     ap.add_argument("--model-dir", help="model directory (default $LIVENESS_MODEL_DIR)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         store=args.store,
         purge_every=args.purge_every,
+        stale_processing_s=args.stale_after,
         operator_key_file=Path(args.operator_key_file) if args.operator_key_file else None,
         insecure_no_operator_auth=args.insecure_no_operator_auth,
         audit_key_file=Path(args.audit_key_file) if args.audit_key_file else None,

@@ -63,16 +63,17 @@ from liveness.stores import store_from_url
 from liveness.video import load_image
 
 from . import timed
+from .client_limits import SharedClientLimiter
 from .db import retry_unavailable, service_db
 from .purge import PurgeSchedule
 from .security import (
-    ClientLimiter,
     ClientLimits,
     OperatorAuth,
     private_dir,
     private_file,
     write_private,
 )
+from .sweep import StaleSweep
 
 log = logging.getLogger("recovery_service")
 
@@ -143,10 +144,12 @@ class ServiceConfig:
     # Several instances on one database (issue 13): this instance's name (default: host
     # name), recorded on the attempts it claims so that its restart fails only its own
     # interrupted ones; attempts left `processing` longer than `stale_processing_s` (an
-    # instance that never came back) are failed by whichever instance starts next.
+    # instance that never came back) are failed by whichever instance starts next, and by
+    # every instance's sweep each `purge_every` seconds (sweep.py).
     instance: str | None = None
     stale_processing_s: float = 3600.0
-    # Local files (fingerprints, spool, audit head checkpoint) when `db` is a server URL.
+    # Local files (spool, audit head checkpoint; the session store without `store`) when `db`
+    # is a server URL.
     state_dir: Path | None = None
     # How long the outcome of a verification that ran is retried while the database is
     # briefly unavailable (a restart), before the attempt is left to the interrupted rule.
@@ -210,7 +213,8 @@ class RecoveryService:
         self.instance = config.instance or socket.gethostname()
         url = os.fspath(config.db)
         shared = is_postgres_url(url)
-        # db_path: the SQLite file, or (server URL) the local file for fingerprints.
+        # db_path: the SQLite file, or (server URL) the local file for the session store and
+        # its fingerprints when no --store is given.
         local = Path(config.state_dir or "recovery-state") if shared else None
         self.db_path = str(local / "local.sqlite3") if local else sqlite_path(url)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +226,9 @@ class RecoveryService:
             self.store = store_from_url(
                 config.store or self.db_path, limits=config.rate_limit, **options
             )
+            # Limits per client address, in a store beside the session store: shared by
+            # every instance on it (client_limits.py).
+            self.limiter = SharedClientLimiter.beside(self.store, config.client_limits)
             self.db = service_db(url, busy_timeout=config.db_busy_timeout)
             self.auditlog = AuditLog(
                 url,
@@ -231,8 +238,9 @@ class RecoveryService:
                 busy_timeout=config.db_busy_timeout,
                 head_may_lag=shared,
             )
-            # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy).
-            fingerprints = FingerprintIndex(self.db_path)
+            # Reuse is judged on the decoded frames too (a re-encoded or byte-changed copy),
+            # in the session store: instances sharing it share the recordings seen.
+            fingerprints = FingerprintIndex(store=self.store)
             self.auditlog.init()
             self.db.init()
         finally:
@@ -240,14 +248,20 @@ class RecoveryService:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 private_file(self.db_path + suffix)
-        self.purger = PurgeSchedule(self.store, config.purge_every).start()
         self.gate = ChallengeGate(
             keyring or load_keyring(config.key_file), self.store, fingerprints
         )
         self.spool = private_dir(config.spool_dir or Path(self.db_path).parent / "spool")
-        self.limiter = ClientLimiter(config.client_limits)
         self._clean_spool()
         self.recover_interrupted()
+        # Every --purge-every seconds: the stores' purges and the sweep of attempts left
+        # `processing` by an instance that never came back (sweep.py).
+        self.sweep = StaleSweep(
+            self.db, self.audit, config.stale_processing_s, audit_retry_s=config.outcome_retry_s
+        )
+        self.purger = PurgeSchedule(
+            self.store, config.purge_every, also=(self.limiter.purge, self.sweep.run)
+        ).start()
         if config.keep_evidence is not None:
             private_dir(config.keep_evidence)
             self.purge_evidence()
@@ -262,6 +276,7 @@ class RecoveryService:
     def close(self) -> None:
         self.purger.stop()
         self.store.close()
+        self.limiter.close()
         self.db.close()
         self.auditlog.close()
         if self._own_verifier:
@@ -959,9 +974,9 @@ def create_app(
     async def put_reference(account: str, request: Request):
         """Enrol or replace the account's reference photo (multipart field ``photo``);
         operator only."""
-        actor = require_operator(request)
+        actor = await run_in_threadpool(require_operator, request)
         _check_account(account)
-        limit(request, "enrol")
+        await run_in_threadpool(limit, request, "enrol")
         try:
             form = await _read_form(request, config.max_photo_bytes)
         except _TooLarge:
@@ -984,7 +999,7 @@ def create_app(
     async def post_capture_hints(request: Request):
         """Hints for one camera preview frame (JPEG or PNG body, not kept): see
         :func:`liveness.hints.capture_hints` (the verifier's own quality thresholds)."""
-        limit(request, "hint")
+        await run_in_threadpool(limit, request, "hint")
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
@@ -1027,7 +1042,7 @@ def create_app(
         """The recorded clip (multipart: ``video``, ``token``, ``mirrored``) -> the result."""
         service = svc(request)
         client = _client(request)
-        limit(request, "upload")
+        await run_in_threadpool(limit, request, "upload")
         try:
             await run_in_threadpool(service.precheck_upload, recovery_id, client=client)
         except _Refused as r:

@@ -277,6 +277,32 @@ class ServiceDB:
                 )
         return [(r[0], r[1]) for r in rows]
 
+    def fail_stale(self, outcome: str, now: float, stale_before: float) -> list[tuple[str, str]]:
+        """Mark ``failed`` the attempts claimed (by any instance) before ``stale_before`` and
+        still ``processing``; returns the (id, account) of those *this call* changed. Each
+        row changes in its own conditional ``UPDATE ... AND status = 'processing'``, so of
+        several instances sweeping at once exactly one reports each attempt (under
+        PostgreSQL's READ COMMITTED a second updater waits for the first to commit and then
+        finds the status changed)."""
+        failed: list[tuple[str, str]] = []
+        # The same lock as fail_interrupted (PostgreSQL: an advisory lock; SQLite: the write
+        # lock), and rows in id order: sweeps queue up instead of deadlocking.
+        with self._tx(write=True, lock_key="fail_interrupted") as c:
+            rows = c.execute(
+                "SELECT id, account FROM recoveries WHERE status = 'processing' "
+                "AND claimed_at < ? ORDER BY id",
+                (stale_before,),
+            ).fetchall()
+            for rid, account in rows:
+                cur = c.execute(
+                    "UPDATE recoveries SET status = 'failed', outcome = ?, finished_at = ? "
+                    "WHERE id = ? AND status = 'processing' AND claimed_at < ?",
+                    (outcome, now, rid, stale_before),
+                )
+                if cur.rowcount == 1:
+                    failed.append((rid, account))
+        return failed
+
     def counts(self) -> dict[str, int]:
         """Recoveries per status (for tests and benchmarks)."""
         with self._tx() as c:

@@ -22,10 +22,10 @@ The protocol, in order:
 A client that sends nothing for ``IDLE_S`` seconds, or text where a frame should be, ends its
 session (the recovery is then failed); so does one still streaming ``StreamConfig.max_duration_s
 + IDLE_S`` seconds after it started. Each WebSocket start counts as an upload against the
-client's address (:class:`~examples.recovery_service.security.ClientLimiter`); a refused token
-or an already used recovery counts as junk against the client, not against the account; a
-``review`` outcome counts as a failure against the account, as on the upload path. Messages
-larger than a frame may be are refused by the server itself (``ws_max_size`` in
+client's address (:mod:`examples.recovery_service.client_limits`, shared by instances); a
+refused token or an already used recovery counts as junk against the client, not against the
+account; a ``review`` outcome counts as a failure against the account, as on the upload path.
+Messages larger than a frame may be are refused by the server itself (``ws_max_size`` in
 :func:`~examples.recovery_service.security.uvicorn_config`).
 """
 
@@ -65,7 +65,7 @@ def register_live(app: FastAPI) -> None:
         service: RecoveryService = ws.app.state.service
         client = ws.client.host if ws.client else "unknown"
         try:
-            wait = service.limiter.allow("upload", client)
+            wait = await run_in_threadpool(service.limiter.allow, "upload", client)
             if wait is not None:
                 await ws.send_json(_rate_limited(wait))
                 return

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_DIGEST_RETENTION",
+    "DEFAULT_MAX_FINGERPRINTS",
     "SESSION_GRACE",
     "Block",
     "SessionStore",
@@ -41,6 +42,11 @@ DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 # Digests are kept 30 days: a replay of a recorded clip is most likely soon after it was
 # recorded, and 30 days of 64-character keys is small (about 100 bytes a recovery).
 DEFAULT_DIGEST_RETENTION = 30 * 24 * 3600.0
+# Content fingerprints (liveness.fingerprint) kept at most, newest first: each is a few KB
+# (a 10 s clip: 50 frames of a 64-bit hash and 64 grey levels, about 17 KB of JSON) and every
+# check reads them all, so the set is bounded in count as well as in time (the digests'
+# retention). 10,000 is a month of recoveries at a few hundred a day.
+DEFAULT_MAX_FINGERPRINTS = 10_000
 # Expired sessions are kept this long after expiry before purge() drops them; only for
 # inspection, as expiry is checked from the signed token before the store is asked.
 SESSION_GRACE = 3600.0
@@ -172,6 +178,28 @@ class StorePrimitives(Protocol):
     def set_block(self, account: str, until: float, trigger_id: int) -> None:
         """Record a block, unless the stored one has a trigger id at least as large (so
         that, of two racing failures that both trip the limit, the later one wins)."""
+        ...
+
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        """Append a content fingerprint seen at ``now`` (opaque texts: a short ``summary``
+        read by every check, the full ``fingerprint`` read only for candidates) and return
+        its id; in the same atomic operation drop the oldest, so that at most the store's
+        ``max_fingerprints`` stay (SQL backends: those more than that many ids older, so
+        ids of dropped records count too). Ids increase across the store, as failure ids
+        do."""
+        ...
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        """The kept fingerprints seen at or after ``since``, as ``(id, summary)``, oldest
+        first: one consistent read (every record added before the call began is in it)."""
+        ...
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        """The full texts of the fingerprints ``ids`` that are still kept."""
+        ...
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        """Remove one fingerprint (no error if it is already gone)."""
         ...
 
     def purge(self, now: float) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     already_used,
@@ -30,6 +31,7 @@ class MemorySessionStore(RateLimitRules):
 
     limits: RateLimit = field(default_factory=RateLimit)
     digest_retention: float = DEFAULT_DIGEST_RETENTION
+    max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     # session id -> [expires_at, consumed_at or None]
     _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
@@ -40,6 +42,11 @@ class MemorySessionStore(RateLimitRules):
     )
     _blocks: dict[str, Block] = field(default_factory=dict, init=False, repr=False)
     _next_failure_id: int = field(default=1, init=False, repr=False)
+    # fingerprint id -> (seen_at, summary, text), in id order (dicts keep insertion order)
+    _fingerprints: dict[int, tuple[float, str, str]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _next_fingerprint_id: int = field(default=1, init=False, repr=False)
 
     def close(self) -> None:
         """Nothing to release (for symmetry with the server-backed stores)."""
@@ -95,9 +102,34 @@ class MemorySessionStore(RateLimitRules):
             if old is None or old.trigger_id < trigger_id:
                 self._blocks[account] = Block(until, trigger_id)
 
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        with self._lock:
+            fid = self._next_fingerprint_id
+            self._next_fingerprint_id += 1
+            self._fingerprints[fid] = (now, summary, fingerprint)
+            while len(self._fingerprints) > max(1, self.max_fingerprints):
+                del self._fingerprints[next(iter(self._fingerprints))]
+            return fid
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._lock:
+            return [(i, s) for i, (t, s, _) in self._fingerprints.items() if t >= since]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        with self._lock:
+            return {i: self._fingerprints[i][2] for i in ids if i in self._fingerprints}
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._lock:
+            self._fingerprints.pop(fingerprint_id, None)
+
     def purge(self, now: float) -> int:
         with self._lock:
             removed = 0
+            old = now - self.digest_retention
+            for fid in [i for i, (t, *_) in self._fingerprints.items() if t < old]:
+                del self._fingerprints[fid]
+                removed += 1
             for sid in [s for s, r in self._sessions.items() if r[0] < now - SESSION_GRACE]:
                 del self._sessions[sid]
                 removed += 1

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from ..errors import InputError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     StoreUnavailable,
@@ -53,6 +54,13 @@ CREATE TABLE IF NOT EXISTS {ns}_failures (
 );
 CREATE INDEX IF NOT EXISTS {ns}_failures_account_at ON {ns}_failures (account, at);
 CREATE INDEX IF NOT EXISTS {ns}_failures_at ON {ns}_failures (at);
+CREATE TABLE IF NOT EXISTS {ns}_video_fingerprints (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seen_at DOUBLE PRECISION NOT NULL,
+    summary TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_video_fingerprints_seen ON {ns}_video_fingerprints (seen_at);
 CREATE TABLE IF NOT EXISTS {ns}_blocks (
     account TEXT PRIMARY KEY,
     blocked_until DOUBLE PRECISION NOT NULL,
@@ -133,6 +141,7 @@ class PostgresSessionStore(RateLimitRules):
         *,
         limits: RateLimit | None = None,
         digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
         namespace: str = "liveness",
         min_size: int = 1,
         max_size: int = 10,
@@ -143,9 +152,13 @@ class PostgresSessionStore(RateLimitRules):
         self.url = url
         self.limits = limits or RateLimit()
         self.digest_retention = digest_retention
+        self.max_fingerprints = max(1, int(max_fingerprints))
         self.namespace = namespace
         self.timeout = timeout
-        self._t = {n: f"{namespace}_{n}" for n in ("sessions", "video_digests", "failures")}
+        self._t = {
+            n: f"{namespace}_{n}"
+            for n in ("sessions", "video_digests", "failures", "video_fingerprints")
+        }
         self._t["blocks"] = f"{namespace}_blocks"
         self._pool = open_pool(
             url,
@@ -277,6 +290,46 @@ class PostgresSessionStore(RateLimitRules):
                 (_text(account), until, trigger_id),
             )
 
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        t = self._t["video_fingerprints"]
+        with self._conn() as conn:
+            # One statement; the DELETE goes by id (one index range, not a count of the
+            # table): records more than max_fingerprints ids older than the new one.
+            (fid,) = conn.execute(
+                f"WITH ins AS (INSERT INTO {t} (seen_at, summary, fingerprint) "
+                "VALUES (%s, %s, %s) RETURNING id), old AS (DELETE FROM "
+                f"{t} WHERE id <= (SELECT id FROM ins) - %s) SELECT id FROM ins",
+                (now, _text(summary), _text(fingerprint), self.max_fingerprints),
+            ).fetchone()
+        return int(fid)
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT id, summary FROM {self._t['video_fingerprints']} "
+                "WHERE seen_at >= %s ORDER BY id",
+                (since,),
+            ).fetchall()
+        return [(int(i), s) for i, s in rows]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT id, fingerprint FROM {self._t['video_fingerprints']} "
+                "WHERE id = ANY(%s)",
+                ([int(i) for i in ids],),
+            ).fetchall()
+        return {int(i): text for i, text in rows}
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                f"DELETE FROM {self._t['video_fingerprints']} WHERE id = %s",
+                (int(fingerprint_id),),
+            )
+
     def purge(self, now: float) -> int:
         t, lim = self._t, self.limits
         removed = 0
@@ -285,6 +338,10 @@ class PostgresSessionStore(RateLimitRules):
                 (f"DELETE FROM {t['sessions']} WHERE expires_at < %s", now - SESSION_GRACE),
                 (
                     f"DELETE FROM {t['video_digests']} WHERE seen_at < %s",
+                    now - self.digest_retention,
+                ),
+                (
+                    f"DELETE FROM {t['video_fingerprints']} WHERE seen_at < %s",
                     now - self.digest_retention,
                 ),
                 (f"DELETE FROM {t['failures']} WHERE at <= %s", now - lim.window),

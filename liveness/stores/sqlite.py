@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError, SetupError
 from .base import (
     DEFAULT_DIGEST_RETENTION,
+    DEFAULT_MAX_FINGERPRINTS,
     SESSION_GRACE,
     Block,
     StoreUnavailable,
@@ -47,6 +48,14 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_account_at ON failures (account, at);
+-- The table liveness.fingerprint.FingerprintIndex kept in this file before (without
+-- `summary`: added by _init_db, '' for the rows written then).
+CREATE TABLE IF NOT EXISTS video_fingerprints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seen_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS blocks (
     account TEXT PRIMARY KEY,
     blocked_until REAL NOT NULL,
@@ -96,6 +105,7 @@ class SQLiteSessionStore(RateLimitRules):
         limits: RateLimit | None = None,
         busy_timeout: float = 10.0,
         digest_retention: float = DEFAULT_DIGEST_RETENTION,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
     ) -> None:
         self.path = os.fspath(path)
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
@@ -106,6 +116,7 @@ class SQLiteSessionStore(RateLimitRules):
         self.limits = limits or RateLimit()
         self.busy_timeout = busy_timeout
         self.digest_retention = digest_retention
+        self.max_fingerprints = max(1, int(max_fingerprints))
         self._init_db()
 
     def __repr__(self) -> str:
@@ -168,6 +179,11 @@ class SQLiteSessionStore(RateLimitRules):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            have = {r[1] for r in c.execute("PRAGMA table_info(video_fingerprints)")}
+            if "summary" not in have:
+                c.execute(
+                    "ALTER TABLE video_fingerprints ADD COLUMN summary TEXT NOT NULL DEFAULT ''"
+                )
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def record_issued(self, claims: ChallengeClaims) -> None:
@@ -254,6 +270,45 @@ class SQLiteSessionStore(RateLimitRules):
                 (account, until, trigger_id),
             )
 
+    def add_fingerprint(self, summary: str, fingerprint: str, now: float) -> int:
+        with self._tx() as c:
+            fid = int(
+                c.execute(
+                    "INSERT INTO video_fingerprints (seen_at, summary, fingerprint) "
+                    "VALUES (?, ?, ?)",
+                    (now, summary, fingerprint),
+                ).lastrowid
+            )
+            # By id (the primary key: one index range, not a count of the table): at most
+            # max_fingerprints ids, so at most that many records, stay.
+            c.execute(
+                "DELETE FROM video_fingerprints WHERE id <= ?", (fid - self.max_fingerprints,)
+            )
+        return fid
+
+    def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, summary FROM video_fingerprints WHERE seen_at >= ? ORDER BY id",
+                (since,),
+            ).fetchall()
+        return [(int(i), s) for i, s in rows]
+
+    def fingerprint_texts(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT id, fingerprint FROM video_fingerprints WHERE id IN ({marks})",
+                [int(i) for i in ids],
+            ).fetchall()
+        return {int(i): text for i, text in rows}
+
+    def drop_fingerprint(self, fingerprint_id: int) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM video_fingerprints WHERE id = ?", (int(fingerprint_id),))
+
     def purge(self, now: float) -> int:
         lim = self.limits
         with self._tx() as c:
@@ -261,6 +316,7 @@ class SQLiteSessionStore(RateLimitRules):
             for sql, arg in (
                 ("DELETE FROM sessions WHERE expires_at < ?", now - SESSION_GRACE),
                 ("DELETE FROM video_digests WHERE seen_at < ?", now - self.digest_retention),
+                ("DELETE FROM video_fingerprints WHERE seen_at < ?", now - self.digest_retention),
                 ("DELETE FROM failures WHERE at <= ?", now - lim.window),
                 ("DELETE FROM blocks WHERE blocked_until < ?", now - lim.window),
             ):
