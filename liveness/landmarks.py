@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .errors import SetupError
@@ -273,7 +274,8 @@ class _Tracker:
 
     def process(self, frame: Frame) -> FaceMesh | None:
         h, w = frame.image.shape[:2]
-        rgb = np.ascontiguousarray(frame.image[:, :, ::-1])
+        # cvtColor: 0.07 ms a frame against 2 ms for a reversed-channel copy (issue 14 item 5)
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         result = self._detect(rgb, int(round(frame.t * 1000)))
         if not result.face_landmarks:
             return None

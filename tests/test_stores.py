@@ -425,6 +425,22 @@ def _race_context():
     return ctx
 
 
+def _race(target, args: tuple, procs: int) -> list:
+    """Run ``target(*args, barrier, results)`` in ``procs`` processes started together;
+    each puts one tuple whose last item is an error text (or ``None``); returns them."""
+    ctx = _race_context()
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=target, args=(*args, barrier, results)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in range(procs)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert [err for *_, err in got if err] == []
+    return got
+
+
 @pytest.mark.parametrize("backend", SHARED, indirect=True)
 def test_exactly_once_across_processes(backend):
     """Six processes, each with its own store from the URL, race for 30 sessions and 30
@@ -437,22 +453,7 @@ def test_exactly_once_across_processes(backend):
         store.record_issued(c)
     sids = [c.session_id for c in sessions]
     digests = [digest(f"race {i}") for i in range(n)]
-    ctx = _race_context()
-    barrier, results = ctx.Barrier(procs), ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=race,
-            args=(backend.url, backend.options, sids, digests, "alice", 4, T0, barrier, results),
-        )
-        for _ in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    got = [results.get(timeout=180) for _ in range(procs)]
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
-    assert [err for *_, err in got if err] == []
+    got = _race(race, (backend.url, backend.options, sids, digests, "alice", 4, T0), procs)
     won = Counter(s for _, w, _, _ in got for s in w)
     first = Counter(d for _, _, f, _ in got for d in f)
     assert won == Counter(sids), "each session consumed by exactly one process"
@@ -470,22 +471,7 @@ def test_one_recording_across_processes_is_kept_at_most_once(backend):
     holds exactly the kept ones, and every recording is refused afterwards."""
     procs = 6
     records = [f"recording {i}" for i in range(20)]
-    ctx = _race_context()
-    barrier, results = ctx.Barrier(procs), ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=race_fingerprints,
-            args=(backend.url, backend.options, records, T0, barrier, results),
-        )
-        for _ in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    got = [results.get(timeout=180) for _ in range(procs)]
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
-    assert [err for *_, err in got if err] == []
+    got = _race(race_fingerprints, (backend.url, backend.options, records, T0), procs)
     kept = Counter(r for _, k, _ in got for r in k)
     assert max(kept.values(), default=0) <= 1, kept
     store = backend.open()
