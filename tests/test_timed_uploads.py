@@ -46,11 +46,11 @@ def clip(tmp_path_factory, data_dir, model_dir):
 
 
 def service(tmp_path, verifier, data_dir, timing, monkeypatch) -> TestClient:
-    import liveness.sessions as sessions
+    import liveness.sessions.issue as issuing
 
     # The server draws its steps at random; the clip can only turn left then blink.
     monkeypatch.setattr(
-        sessions, "draw_actions", lambda n, exclude=(): [Action.TURN_LEFT, Action.BLINK]
+        issuing, "draw_actions", lambda n, exclude=(): [Action.TURN_LEFT, Action.BLINK]
     )
     verifier.challenges = None  # each service installs its own gate
     app = create_app(

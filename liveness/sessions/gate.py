@@ -1,0 +1,129 @@
+"""Before the analysis: video digests, :func:`begin_verification`, :class:`ChallengeGate`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import InputError
+from ..stores import SessionStore
+from ..stores.base import DIGEST_RE as _DIGEST_RE
+from .errors import SessionAlreadyUsedError, TokenInvalidError, VideoReusedError
+from .issue import IssuedChallenge, issue_challenge
+from .keys import Keyring
+from .tokens import DEFAULT_LEEWAY, ChallengeClaims, verify_token
+
+
+def video_digest(source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO) -> str:
+    """SHA-256 hex digest of a video: its bytes, a file path, or a binary file object (read
+    from its current position to the end, in chunks)."""
+    h = hashlib.sha256()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        h.update(source)
+    elif isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def begin_verification(
+    keyring: Keyring,
+    store: SessionStore,
+    token: str,
+    video_digest: str,
+    now: float | None = None,
+    *,
+    leeway: float = DEFAULT_LEEWAY,
+) -> ChallengeClaims:
+    """All checks before a submitted video is analysed; returns the claims whose actions the
+    video must show. Raises a :class:`SessionError` at the first check that fails:
+
+    1. token well formed and signed by a key in ``keyring`` -> ``TOKEN_INVALID``
+    2. not expired -> ``SESSION_EXPIRED``. Checked from the signed token before the store,
+       so that a token whose session was already purged still gets the right message.
+    3. issued by ``store`` -> ``TOKEN_INVALID``
+    4. account not rate limited -> ``RATE_LIMITED`` (the session stays unused)
+    5. session consumed atomically -> ``SESSION_ALREADY_USED`` for every request but the first
+    6. ``video_digest`` (SHA-256 hex of the video bytes, :func:`video_digest`) never seen
+       before -> ``VIDEO_REUSED``. After consumption on purpose: a replayed video burns the
+       session too.
+
+    Failures at 5 and 6 mean someone is replaying a genuine token or video, so they count as
+    failures for the account's rate limit. The caller must record a failure itself when the
+    analysis later rejects the video (``store.record_failure(claims.account, now)``).
+    """
+    now = time.time() if now is None else now
+    if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
+        # A programming error, not the person's: say so loudly rather than as a reason code.
+        raise InputError("video_digest must be a SHA-256 hex digest (see video_digest())")
+    claims = verify_token(keyring, token, now=now, leeway=leeway)
+    if not store.is_known(claims.session_id):
+        raise TokenInvalidError(detail="session not issued by this store")
+    if claims.account is not None:
+        store.check_rate_limit(claims.account, now)
+    try:
+        store.consume(claims.session_id, now)
+        if not store.record_video_digest(video_digest.lower(), now):
+            raise VideoReusedError(detail=f"digest {video_digest[:12]}... seen before")
+    except (SessionAlreadyUsedError, VideoReusedError):
+        if claims.account is not None:
+            store.record_failure(claims.account, now)
+        raise
+    return claims
+
+
+@dataclass(frozen=True)
+class ChallengeGate:
+    """A keyring and a store together, for servers that would rather hold one object."""
+
+    keyring: Keyring
+    store: SessionStore
+    # A liveness.fingerprint.FingerprintIndex: judge video reuse on the decoded frames too,
+    # so that a re-encoded, trimmed or byte-changed copy is refused as VIDEO_REUSED.
+    fingerprints: object | None = None
+
+    def issue(self, **kwargs) -> IssuedChallenge:
+        """:func:`issue_challenge` with this gate's keyring and store."""
+        return issue_challenge(self.keyring, self.store, **kwargs)
+
+    def begin(
+        self,
+        token: str,
+        video_digest: str,
+        now: float | None = None,
+        *,
+        content: Iterable | None = None,
+    ) -> ChallengeClaims:
+        """:func:`begin_verification` with this gate's keyring and store; then, with
+        ``fingerprints`` and the decoded frames as ``content``, the content check: a video
+        whose frames were seen before raises :class:`VideoReusedError` (the session is
+        consumed and the failure counted, as for a repeated digest)."""
+        now = time.time() if now is None else now
+        claims = begin_verification(self.keyring, self.store, token, video_digest, now)
+        if content is not None and self.fingerprints is not None:
+            fp = self.fingerprints.fingerprint(content)
+            if not self.fingerprints.check_and_add(fp, now):
+                if claims.account is not None:
+                    self.store.record_failure(claims.account, now)
+                raise VideoReusedError(detail="content fingerprint seen before")
+        return claims
+
+    def check(self, claims: ChallengeClaims, events, duration_s: float):
+        """Whether the recording did the token's actions, in order (and in time, for timed
+        tokens): :func:`liveness.challenges.check_challenge`, a ``ChallengeCheck``."""
+        from ..challenges import check_challenge
+
+        return check_challenge(claims, events, duration_s)
+
+    def record_failure(self, claims: ChallengeClaims, now: float | None = None) -> None:
+        """Count a rejected attempt against the token's account (no-op without one)."""
+        if claims.account is not None:
+            self.store.record_failure(claims.account, time.time() if now is None else now)
