@@ -100,10 +100,11 @@ def test_all_is_exactly_the_public_api_and_every_name_resolves():
 
 
 def _library_modules():
-    for info in pkgutil.iter_modules(liveness.__path__):
-        if info.name == "__main__":  # runs the CLI
+    """Every module of the package, subpackages (``sessions``, ``stores``) included."""
+    for info in pkgutil.walk_packages(liveness.__path__, prefix="liveness."):
+        if info.name.endswith(".__main__"):  # runs the CLI
             continue
-        yield importlib.import_module(f"liveness.{info.name}")
+        yield importlib.import_module(info.name)
 
 
 def test_every_exception_class_in_the_library_is_a_liveness_error():
@@ -117,7 +118,7 @@ def test_every_exception_class_in_the_library_is_a_liveness_error():
             ):
                 found.append(obj)
                 assert issubclass(obj, LivenessError), f"{mod.__name__}.{name}"
-    assert len(found) >= 15  # errors.py, sessions/, formats.py, verify.py
+    assert len(found) >= 15  # errors.py, sessions/errors.py, stores/, formats.py, verify.py
     for name in liveness.__all__:
         obj = getattr(liveness, name)
         if inspect.isclass(obj) and issubclass(obj, BaseException):
