@@ -180,31 +180,35 @@ class FaceThumb:
 
 
 def face_thumb(image: np.ndarray, mesh: FaceMesh) -> FaceThumb:
-    """The :class:`FaceThumb` of ``mesh``'s face in ``image`` (BGR or grey)."""
+    """The :class:`FaceThumb` of ``mesh``'s face in ``image`` (BGR or grey). Only the face's
+    surroundings (1.5 face boxes each way, more than the canonical square reaches) are
+    converted to grey, and shrunk by area first when the face is large, so that the warp
+    does not alias."""
     p = np.asarray(mesh.points[:, :2], np.float64)
-    m = _eye_similarity(p)
-    scale = float(np.hypot(m[0, 0], m[0, 1]))
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    sim = _eye_similarity(p)
+    scale = float(np.hypot(sim[0, 0], sim[0, 1]))
+    box = mesh.box
+    side = 1.5 * max(box[2] - box[0], box[3] - box[1])
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
+    x1, y1 = int(min(image.shape[1], cx + side)), int(min(image.shape[0], cy + side))
+    crop = image[y0:y1, x0:x1]
+    if not crop.size:  # a mesh off the picture: take the picture as it is
+        crop, x0, y0 = image, 0, 0
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    fx = fy = 1.0
     if scale < 0.8:
-        # shrink the face's surroundings by area first, so that the warp does not alias
-        box = mesh.box
-        side = 1.5 * max(box[2] - box[0], box[3] - box[1])
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
-        x1 = int(min(grey.shape[1], cx + side))
-        y1 = int(min(grey.shape[0], cy + side))
-        crop = grey[y0:y1, x0:x1]
-        if crop.size:
-            k = scale * 1.25
-            w, h = max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))
-            grey = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
-            fx, fy = w / crop.shape[1], h / crop.shape[0]
-            back = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]])
-            m = (np.vstack([m, [0, 0, 1]]) @ back)[:2]
+        k = scale * 1.25
+        w, h = max(1, round(grey.shape[1] * k)), max(1, round(grey.shape[0] * k))
+        fx, fy = w / grey.shape[1], h / grey.shape[0]
+        grey = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
+    # image -> canonical is sim; crop (scaled) -> image is ``back``
+    back = np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]])
+    m = (np.vstack([sim, [0, 0, 1]]) @ back)[:2]
     thumb = cv2.warpAffine(
         grey, m, (_SIZE, _SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-    pts = p @ _eye_similarity(p)[:, :2].T + _eye_similarity(p)[:, 2]
+    pts = p @ sim[:, :2].T + sim[:, 2]
     return FaceThumb(mesh.frame_index, thumb, pts.astype(np.float32))
 
 
