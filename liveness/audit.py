@@ -35,14 +35,13 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sessions import KeyConfigError, StoreUnavailable, check_key_strength
-from .stores.sqlite import immediate
+from .stores.sqlite import connection
 from .stores.url import redact
 
 log = logging.getLogger("liveness.audit")
@@ -212,20 +211,8 @@ class AuditLog:
             except DOWN as e:
                 raise StoreUnavailable(f"postgresql {redact(self.url)}: {e}") from e
             return
-        try:
-            conn = sqlite3.connect(self.db, timeout=self.busy_timeout, isolation_level=None)
-        except sqlite3.OperationalError as e:
-            raise StoreUnavailable(f"{self.db}: {e}") from e
-        try:
-            if write:
-                with immediate(conn):
-                    yield conn
-            else:
-                yield conn
-        except sqlite3.OperationalError as e:
-            raise StoreUnavailable(f"{self.db}: {e}") from e
-        finally:
-            conn.close()
+        with connection(self.db, self.busy_timeout, write=write) as conn:
+            yield conn
 
     def init(self) -> None:
         """Create the table (an older unkeyed SQLite ``audit_log`` is kept as

@@ -22,14 +22,13 @@ by an instance that never came back.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from liveness.audit import is_postgres_url, sqlite_path
 from liveness.sessions import StoreUnavailable
-from liveness.stores.sqlite import immediate
+from liveness.stores.sqlite import connection
 from liveness.stores.url import redact
 
 T = TypeVar("T")
@@ -321,18 +320,8 @@ class SQLiteServiceDB(ServiceDB):
 
     @contextlib.contextmanager
     def _tx(self, write: bool = False, lock_key: str | None = None) -> Iterator:
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-            try:
-                if write:
-                    with immediate(conn):
-                        yield conn
-                else:
-                    yield conn
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as e:
-            raise StoreUnavailable(f"{self.path}: {e}") from e
+        with connection(self.path, self.busy_timeout, write=write) as conn:
+            yield conn
 
     def init(self) -> None:
         with self._tx() as c:

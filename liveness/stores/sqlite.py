@@ -72,8 +72,8 @@ _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` on ``conn`` (opened with ``isolation_level=None``),
     rolled back when the block raises. IMMEDIATE takes the write lock up front, so a
-    read-then-write cannot interleave with another writer. Shared by the session store, the
-    audit log and the recovery service's tables."""
+    read-then-write cannot interleave with another writer. Used by the session store and, through
+    :func:`connection`, by the audit log and the recovery service's tables."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -82,6 +82,29 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def connection(path: str | os.PathLike, busy_timeout: float, *, write: bool = False):
+    """One autocommit connection to ``path`` for a block, closed after it; with ``write``
+    the block is one ``BEGIN IMMEDIATE`` transaction (:func:`immediate`). Any
+    ``OperationalError`` (a lock held past ``busy_timeout``, a file that cannot be opened)
+    is :class:`~liveness.stores.StoreUnavailable`. Shared by the audit log and the recovery
+    service's tables."""
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.OperationalError as e:
+        raise StoreUnavailable(f"{path}: {e}") from e
+    try:
+        if write:
+            with immediate(conn):
+                yield conn
+        else:
+            yield conn
+    except sqlite3.OperationalError as e:
+        raise StoreUnavailable(f"{path}: {e}") from e
+    finally:
+        conn.close()
 
 
 class SQLiteSessionStore(RateLimitRules):
