@@ -7,53 +7,40 @@ from __future__ import annotations
 
 from test_recovery_browser import (  # noqa: F401 (server is a fixture)
     CLIP,
-    fake_camera_args,
-    require_chromium,
+    camera_page,
     server,
-    write_y4m,
 )
 
 
 def test_fake_camera_cannot_follow_live_prompts_and_is_refused_naming_the_step(
-    server, data_dir, tmp_path  # noqa: F811 (the imported fixture)
+    server,  # noqa: F811 (the imported fixture)
+    data_dir,
+    tmp_path,
 ):
-    chromium = require_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base, service = server
-    y4m = tmp_path / "camera.y4m"
-    write_y4m(data_dir / CLIP, y4m, seconds=8.0)
-    args = fake_camera_args(y4m)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-        try:
-            page = browser.new_page(viewport={"width": 760, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{base}/")
-            page.click("a[href='/live']")  # linked from the capture page
-            page.focus("#account")
-            page.keyboard.type("wda")
-            page.keyboard.press("Enter")
-            # the server's colours fill the screen, then its first instruction appears
-            expect(page.locator("#light")).to_be_visible(timeout=20_000)
-            color = page.eval_on_selector("#light", "e => getComputedStyle(e).backgroundColor")
-            assert color.startswith("rgb("), color
-            # (by the time it is checked, a quick step may already read "Step 1: done")
-            expect(page.locator("#prompt-text[data-action]")).to_have_count(1, timeout=20_000)
-            assert page.inner_text("#prompt-step").startswith("Step ")
-            expect(page.locator("#live")).not_to_be_empty()
-            result = page.locator("#step-result")
-            expect(result).to_be_visible(timeout=60_000)
-            decision = page.get_attribute("#result-decision", "data-decision")
-            codes = [
-                li.get_attribute("data-code") for li in page.locator("#result-reasons li").all()
-            ]
-            texts = page.locator("#result-reasons li").all_inner_texts()
-            page.screenshot(path=str(tmp_path / "live-result.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with camera_page(data_dir / CLIP, tmp_path, seconds=8.0) as (page, errors):
+        page.goto(f"{base}/")
+        page.click("a[href='/live']")  # linked from the capture page
+        page.focus("#account")
+        page.keyboard.type("wda")
+        page.keyboard.press("Enter")
+        # the server's colours fill the screen, then its first instruction appears
+        expect(page.locator("#light")).to_be_visible(timeout=20_000)
+        color = page.eval_on_selector("#light", "e => getComputedStyle(e).backgroundColor")
+        assert color.startswith("rgb("), color
+        # (by the time it is checked, a quick step may already read "Step 1: done")
+        expect(page.locator("#prompt-text[data-action]")).to_have_count(1, timeout=20_000)
+        assert page.inner_text("#prompt-step").startswith("Step ")
+        expect(page.locator("#live")).not_to_be_empty()
+        result = page.locator("#step-result")
+        expect(result).to_be_visible(timeout=60_000)
+        decision = page.get_attribute("#result-decision", "data-decision")
+        codes = [li.get_attribute("data-code") for li in page.locator("#result-reasons li").all()]
+        texts = page.locator("#result-reasons li").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "live-result.png"), full_page=True)
+        assert not errors, errors
 
     assert decision == "reject", (decision, codes, texts)
     assert "SCREEN_LIGHT_NOT_REFLECTED" in codes, codes

@@ -9,6 +9,7 @@ and shows the decision with its reasons.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -81,6 +82,28 @@ def fake_camera_args(y4m: Path) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def camera_page(clip: Path, tmp_path: Path, seconds: float = 6.0):
+    """A page in headless Chromium whose camera plays ``seconds`` of ``clip``, and the list
+    its uncaught script errors go to; the browser is closed after the block."""
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    y4m = tmp_path / "camera.y4m"
+    write_y4m(clip, y4m, seconds=seconds)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium, headless=True, args=fake_camera_args(y4m)
+        )
+        try:
+            page = browser.new_page(viewport={"width": 760, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, data_dir):
     """The service on 127.0.0.1 with a free port, in a background thread."""
@@ -108,56 +131,45 @@ def server(tmp_path_factory, model_dir, data_dir):
 
 
 def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp_path):
-    chromium = require_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base, service = server
-    y4m = tmp_path / "camera.y4m"
-    write_y4m(data_dir / CLIP, y4m)
-    args = fake_camera_args(y4m)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-        try:
-            page = browser.new_page(viewport={"width": 760, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{base}/?fast=1")
+    with camera_page(data_dir / CLIP, tmp_path) as (page, errors):
+        page.goto(f"{base}/?fast=1")
 
-            # 1. account, by keyboard
-            page.focus("#account")
-            page.keyboard.type("wda")
-            page.keyboard.press("Enter")
-            expect(page.locator("#camera-on")).to_be_focused()
+        # 1. account, by keyboard
+        page.focus("#account")
+        page.keyboard.type("wda")
+        page.keyboard.press("Enter")
+        expect(page.locator("#camera-on")).to_be_focused()
 
-            # 2. camera: the preview is shown mirrored; focus moves to the record button
-            page.keyboard.press("Enter")
-            expect(page.locator("#record")).to_be_focused()
-            transform = page.eval_on_selector("#preview", "v => getComputedStyle(v).transform")
-            assert transform.startswith("matrix(-1"), transform
-            page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+        # 2. camera: the preview is shown mirrored; focus moves to the record button
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).to_be_focused()
+        transform = page.eval_on_selector("#preview", "v => getComputedStyle(v).transform")
+        assert transform.startswith("matrix(-1"), transform
+        page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
 
-            # 3. recording: each instruction on screen and in the aria-live region
-            page.keyboard.press("Enter")
-            expect(page.locator("#prompt-step")).to_have_text("Step 1 of 3", timeout=10_000)
-            instruction = page.inner_text("#prompt-text")
-            expect(page.locator("#live")).to_contain_text(instruction)
-            page.screenshot(path=str(tmp_path / "recording.png"))
+        # 3. recording: each instruction on screen and in the aria-live region
+        page.keyboard.press("Enter")
+        expect(page.locator("#prompt-step")).to_have_text("Step 1 of 3", timeout=10_000)
+        instruction = page.inner_text("#prompt-text")
+        expect(page.locator("#live")).to_contain_text(instruction)
+        page.screenshot(path=str(tmp_path / "recording.png"))
 
-            # 4. the result, in words
-            result = page.locator("#step-result")
-            expect(result).to_be_visible(timeout=60_000)
-            expect(page.locator("#h-result")).to_be_focused()
-            decision = page.get_attribute("#result-decision", "data-decision")
-            headline = page.inner_text("#result-decision")
-            reasons = page.locator("#result-reasons li").all_inner_texts()
-            status = result.get_attribute("data-status")
-            shot = tmp_path / "result.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if not SCREENSHOT.exists():
-                shutil.copyfile(shot, SCREENSHOT)
-            assert not errors, errors
-        finally:
-            browser.close()
+        # 4. the result, in words
+        result = page.locator("#step-result")
+        expect(result).to_be_visible(timeout=60_000)
+        expect(page.locator("#h-result")).to_be_focused()
+        decision = page.get_attribute("#result-decision", "data-decision")
+        headline = page.inner_text("#result-decision")
+        reasons = page.locator("#result-reasons li").all_inner_texts()
+        status = result.get_attribute("data-status")
+        shot = tmp_path / "result.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if not SCREENSHOT.exists():
+            shutil.copyfile(shot, SCREENSHOT)
+        assert not errors, errors
 
     assert status == "200", (status, headline)
     assert decision in ("accept", "review", "reject"), (decision, headline)
