@@ -219,6 +219,7 @@ def test_rate_limit_trips_and_recovers(store):
 def test_failures_outside_the_window_do_not_add_up(store):
     for i in range(4):
         store.record_failure("alice", T0 + i)
+    # 4 old failures + 4 new ones, but never 5 within 180 s.
     for i in range(4):
         assert store.record_failure("alice", T0 + 200 + i) is None
     store.check_rate_limit("alice", T0 + 210)

@@ -159,22 +159,16 @@ class SQLiteSessionStore(RateLimitRules):
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection for one block: a ``BEGIN IMMEDIATE`` transaction, or with
+        ``write=False`` plain reads."""
         conn = self._connect()
         try:
-            with immediate(conn):
+            if write:
+                with immediate(conn):
+                    yield conn
+            else:
                 yield conn
-        except sqlite3.OperationalError as exc:
-            _raise_if_unavailable(exc, self.path)
-            raise
-        finally:
-            conn.close()
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
         except sqlite3.OperationalError as exc:
             _raise_if_unavailable(exc, self.path)
             raise
@@ -188,7 +182,7 @@ class SQLiteSessionStore(RateLimitRules):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
                 pass  # another process created it first
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             # Persistent in the file; switching needs a moment alone with the db, which the
             # busy timeout gives when several processes open it at once.
             conn.execute("PRAGMA journal_mode=WAL")
@@ -227,7 +221,7 @@ class SQLiteSessionStore(RateLimitRules):
                 raise duplicate_session(claims.session_id) from None
 
     def is_known(self, session_id: str) -> bool:
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             row = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return row is not None
 
@@ -262,7 +256,7 @@ class SQLiteSessionStore(RateLimitRules):
             return int(cur.lastrowid)
 
     def count_failures(self, account: str, after_id: int, since: float) -> int:
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             (n,) = conn.execute(
                 "SELECT COUNT(*) FROM failures WHERE account = ? AND id > ? AND at > ?",
                 (account, after_id, since),
@@ -270,7 +264,7 @@ class SQLiteSessionStore(RateLimitRules):
         return n
 
     def failures(self, account: str, window: float, now: float) -> int:
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             (n,) = conn.execute(
                 "SELECT COUNT(*) FROM failures WHERE account = ? AND at > ? AND at <= ?",
                 (account, now - window, now),
@@ -278,7 +272,7 @@ class SQLiteSessionStore(RateLimitRules):
         return n
 
     def get_block(self, account: str) -> Block | None:
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             row = conn.execute(
                 "SELECT blocked_until, trigger_id FROM blocks WHERE account = ?", (account,)
             ).fetchone()
@@ -310,7 +304,7 @@ class SQLiteSessionStore(RateLimitRules):
         return fid
 
     def fingerprints_since(self, since: float) -> list[tuple[int, str]]:
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(
                 "SELECT id, summary FROM video_fingerprints WHERE seen_at >= ? ORDER BY id",
                 (since,),
@@ -321,7 +315,7 @@ class SQLiteSessionStore(RateLimitRules):
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        with self._read() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(
                 f"SELECT id, fingerprint FROM video_fingerprints WHERE id IN ({marks})",
                 [int(i) for i in ids],
