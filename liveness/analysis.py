@@ -154,6 +154,7 @@ def analyse_faces(
     *,
     measures: dict[int, FaceQuality] | None = None,
     no_face_samples: Sequence[Frame] | None = None,
+    face_fraction: float | None = None,
 ) -> FaceAnalysis:
     """Quality, keyframes, subject placement, embedding, match, one-person checks and PAD
     of one recording (``meshes``: one per frame of ``video.frames``). Stops early, with the
@@ -163,19 +164,22 @@ def analyse_faces(
     ``measures``: each face frame's quality, when already measured as the frames were
     decoded (:class:`liveness.keep.FrameKeeper`, whose frames carry pixels only where a
     later step looks); ``no_face_samples``: the frames to look at when no face was
-    followed (default: all of ``video.frames``)."""
+    followed (default: all of ``video.frames``); ``face_fraction``: the share of frames
+    with a face when ``video.frames`` are not evenly spaced (a landmark plan's first
+    pass, :mod:`liveness.landmark_plan`; default: over ``video.frames``)."""
     clock = clock or Clock()
     cfg = config
     frames = video.frames
     reasons: list[Reason] = []
     quality: dict = {}
     present = [i for i, m in enumerate(meshes) if m is not None]
-    quality["face_fraction"] = len(present) / len(frames)
+    fraction = len(present) / len(frames) if face_fraction is None else face_fraction
+    quality["face_fraction"] = fraction
     if not present:
         samples = frames if no_face_samples is None else no_face_samples
         reasons.append(unfollowed_face_reason(parts.detector, samples, cfg.quality))
         return FaceAnalysis(reasons, quality)
-    if len(present) / len(frames) < cfg.min_face_fraction:
+    if fraction < cfg.min_face_fraction:
         reasons.append(Reason.of(ReasonCode.FACE_LOST))
 
     with clock("quality"):

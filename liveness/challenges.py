@@ -166,6 +166,7 @@ def detect_actions(
     *,
     mirrored: bool = False,
     config: DetectorConfig | None = None,
+    rest: Sequence[FaceMesh | None] | None = None,
 ) -> list[ActionEvent]:
     """All actions in a clip, sorted by start time.
 
@@ -177,36 +178,43 @@ def detect_actions(
     mirrored : the video is a front-camera preview recording (flipped left-right), so the
         person's left appears as their right; turn directions are swapped back.
     config : :class:`DetectorConfig`.
+    rest : the frames whose signals give the rest values (percentiles, pose mode); default
+        ``meshes``. Meshes landmarked more densely around movements
+        (:mod:`liveness.landmark_plan`) pass their evenly spaced first pass here, so that
+        the rest values are those of the whole clip rather than of its busiest moments.
     """
     config = config or DetectorConfig()
     s = measure_signals(meshes, mirrored=mirrored)
     if len(s.t) == 0:
         return []
+    r = s if rest is None else measure_signals(rest, mirrored=mirrored)
+    if len(r.t) == 0:
+        r, rest = s, None
     cfg = config
     events: list[ActionEvent] = []
 
-    closure, closure_base = _eye_closure(s, cfg)
+    closure, closure_base = _eye_closure(s, cfg, r)
     blinks = _events("blink", closure, closure_base, s, cfg.blink, cfg.max_gap_s)
-    events += _both_eyes(blinks, meshes, cfg)
+    events += _both_eyes(blinks, meshes, cfg, meshes if rest is None else rest)
 
-    yaw_base = mode(s.yaw, cfg.pose_mode_share)
+    yaw_base = mode(r.yaw, cfg.pose_mode_share)
     events += _events("turn_left", s.yaw - yaw_base, yaw_base, s, cfg.turn, cfg.max_gap_s)
     events += _events("turn_right", yaw_base - s.yaw, yaw_base, s, cfg.turn, cfg.max_gap_s)
 
-    pitch_base = mode(s.pitch, cfg.pose_mode_share)
+    pitch_base = mode(r.pitch, cfg.pose_mode_share)
     events += _events("look_up", s.pitch - pitch_base, pitch_base, s, cfg.pitch, cfg.max_gap_s)
     events += _events("look_down", pitch_base - s.pitch, pitch_base, s, cfg.pitch, cfg.max_gap_s)
 
     where = {int(f): i for i, f in enumerate(s.frame)}
-    jaw_base = float(np.percentile(s.jaw, cfg.rest_percentile))
-    smile_base = float(np.percentile(s.smile, cfg.rest_percentile))
+    jaw_base = float(np.percentile(r.jaw, cfg.rest_percentile))
+    smile_base = float(np.percentile(r.smile, cfg.rest_percentile))
     smiles = _events("smile", s.smile - smile_base, smile_base, s, cfg.smile, cfg.max_gap_s)
     # An open mouth stretches the mouth corners too and reads as a smile; a smile whose
     # peak has the jaw dropped past the open-mouth exit level is the open mouth, not a smile
     # (otherwise "open your mouth" would also pass a "smile" step).
     events += [e for e in smiles if s.jaw[where[e.peak_frame]] - jaw_base < cfg.open_mouth.exit]
 
-    gap_base = float(np.percentile(s.lip_gap, cfg.rest_percentile))
+    gap_base = float(np.percentile(r.lip_gap, cfg.rest_percentile))
     mouth = _events("open_mouth", s.jaw - jaw_base, jaw_base, s, cfg.open_mouth, cfg.max_gap_s)
     # Lips must part at the peak: the jaw score alone also rises with a clenched-lip jaw drop.
     events += [e for e in mouth if s.lip_gap[where[e.peak_frame]] - gap_base >= cfg.min_lip_gap]
@@ -215,7 +223,10 @@ def detect_actions(
 
 
 def _both_eyes(
-    blinks: list[ActionEvent], meshes: Sequence[FaceMesh | None], cfg: DetectorConfig
+    blinks: list[ActionEvent],
+    meshes: Sequence[FaceMesh | None],
+    cfg: DetectorConfig,
+    rest: Sequence[FaceMesh | None],
 ) -> list[ActionEvent]:
     """The blinks in which *each* eye closed by at least ``cfg.min_eye_closure`` of its own
     open aspect ratio (the high percentile over the clip). One eye's landmarks jumping (a
@@ -223,9 +234,8 @@ def _both_eyes(
     if not blinks:
         return []
     by_frame = {m.frame_index: m for m in meshes if m is not None}
-    ears = np.array(
-        [[_one_eye(m.points, eye) for eye in (_RIGHT_EYE, _LEFT_EYE)] for m in by_frame.values()]
-    )
+    eyes = (_RIGHT_EYE, _LEFT_EYE)
+    ears = np.array([[_one_eye(m.points, eye) for eye in eyes] for m in rest if m is not None])
     open_ear = np.percentile(ears, 100.0 - cfg.rest_percentile, axis=0)
     keep = []
     for e in blinks:
@@ -298,12 +308,16 @@ def _lip_gap(p: np.ndarray) -> float:
     return float(np.linalg.norm(pts[_INNER_LIPS[0]] - pts[_INNER_LIPS[1]]) / max(width, 1e-6))
 
 
-def _eye_closure(s: Signals, cfg: DetectorConfig) -> tuple[np.ndarray, float]:
-    """Closure in [0, 1]-ish per frame and the open-eye aspect ratio it is relative to."""
+def _eye_closure(
+    s: Signals, cfg: DetectorConfig, rest: Signals | None = None
+) -> tuple[np.ndarray, float]:
+    """Closure in [0, 1]-ish per frame and the open-eye aspect ratio it is relative to
+    (rest values from ``rest``, default ``s``)."""
+    r = s if rest is None else rest
     # Open eyes are the rest state: a high percentile of the aspect ratio.
-    open_ear = float(np.percentile(s.eye_open, 100.0 - cfg.rest_percentile))
+    open_ear = float(np.percentile(r.eye_open, 100.0 - cfg.rest_percentile))
     from_shape = 1.0 - s.eye_open / max(open_ear, 1e-6)
-    rest_score = float(np.percentile(s.blink_score, cfg.rest_percentile))
+    rest_score = float(np.percentile(r.blink_score, cfg.rest_percentile))
     span = max(cfg.blink_score_closed - rest_score, 0.2)
     from_score = (s.blink_score - rest_score) / span
     return 0.5 * (from_shape + from_score), open_ear

@@ -55,6 +55,8 @@ from .landmarks import FaceMesh
 from .quality import FaceQuality, QualityThresholds, measure
 from .video import Frame
 
+_SKIPPED = object()  # FrameKeeper: a frame the landmark plan left out
+
 # liveness.quality.best_frames' default spacing of the best frames.
 BEST_MIN_GAP_S = 0.5
 
@@ -83,12 +85,24 @@ def frame_bound(
     max_duration_s: float,
     max_pending: int,
     no_face_samples: int = 5,
+    plan_hold: int = 0,
+    plan_spacing: int = 0,
 ) -> int:
     """The most frames a :class:`FrameKeeper` holds pixels of at once: pending ones, best
-    candidates and keyframes (or, before any face, the no-face samples)."""
+    candidates and keyframes (or, before any face, the no-face samples).
+
+    With a landmark plan (:mod:`liveness.landmark_plan`), ``plan_hold`` frames from the
+    clip's start are pushed before the first gap can be decided
+    (:meth:`~liveness.landmark_plan.LandmarkPlan.hold_frames`: 31 at 15 fps): until then
+    the frames held are among those, after it the decoder waits for the pending ones to
+    come back under ``max_pending`` again; and the frames from the newest first-pass frame
+    on are pushed whatever the count, so the pending ones can be ``plan_spacing``
+    (:meth:`~liveness.landmark_plan.LandmarkPlan.spacing`: 4 at 15 fps) when that is more
+    than ``max_pending``."""
     best = candidate_bound(best_k, window_bound(sample_fps))
     keyframes = math.floor(max_duration_s / keyframe_every_s) + 1
-    return max_pending + max(best + keyframes, 2 * no_face_samples)
+    pending = max(max_pending, plan_spacing)
+    return max(pending + max(best + keyframes, 2 * no_face_samples), plan_hold)
 
 
 class BestCandidates:
@@ -205,6 +219,7 @@ class FrameKeeper:
         self._pending: dict[int, Frame] = {}
         self._done: dict[int, tuple[FaceMesh | None, FaceQuality | None]] = {}
         self._images: dict[int, np.ndarray] = {}
+        self._skipped: set[int] = set()  # never landmarked (a landmark plan left them out)
         self._keyframes: set[int] = set()
         self._best = BestCandidates(candidate_bound(best_k, self._window))
         self._samples: list[int] = []
@@ -231,7 +246,11 @@ class FrameKeeper:
         landmarker, then hands it over."""
         with self._cond:
             since, settled = time.monotonic(), self._next
-            while len(self._pending) >= self.max_pending and not self._stream.failed:
+            while (
+                len(self._pending) >= self.max_pending
+                and not self._stream.failed
+                and not self._waits_for_input()
+            ):
                 self._cond.wait(0.05)
                 if self._next != settled:
                     since, settled = time.monotonic(), self._next
@@ -248,6 +267,12 @@ class FrameKeeper:
                 self._pending[k] = frame
                 self._hold(k, frame.image)
         self._stream.push(frame)
+
+    def _waits_for_input(self) -> bool:
+        """A landmark plan needs more frames before the pending ones can come back (see
+        :func:`frame_bound`)."""
+        waits = getattr(self._stream, "waits_for_input", None)
+        return waits is not None and waits(min(self._pending, default=self._count))
 
     def _note_time(self, t: float) -> None:
         recent = self._recent
@@ -274,9 +299,21 @@ class FrameKeeper:
                 self._next += 1
             self._cond.notify_all()
 
-    def _settle(self, k: int, mesh: FaceMesh | None, q: FaceQuality | None) -> None:
+    def on_skip(self, k: int, frame: Frame) -> None:
+        """Frame ``k`` will never be landmarked (a landmark plan left it out): let it go
+        (any thread); the analysis does not see it."""
+        with self._cond:
+            self._done[k] = (_SKIPPED, None)
+            while self._next in self._done:
+                self._settle(self._next, *self._done.pop(self._next))
+                self._next += 1
+            self._cond.notify_all()
+
+    def _settle(self, k: int, mesh, q: FaceQuality | None) -> None:
         frame = self._pending.pop(k)
-        if mesh is None:
+        if mesh is _SKIPPED:
+            self._skipped.add(k)
+        elif mesh is None:
             if not self._face_seen:
                 self._sample(k, frame.image)
         else:
@@ -335,7 +372,9 @@ class FrameKeeper:
 
     def finish(self, frames: Sequence[Frame]) -> Kept:
         """After the landmark stream has finished: the frames for the analysis
-        (``frames``: ``Video.frames`` as decoded without pixels)."""
+        (``frames``: ``Video.frames`` as decoded without pixels). Frames a landmark plan
+        left out are not among them: the positions of ``Kept.frames`` and the keys of
+        ``Kept.measures`` are those among the landmarked frames, as the stream's meshes."""
         with self._cond:
             if self._pending or len(frames) != self._count:
                 raise RuntimeError(
@@ -344,9 +383,16 @@ class FrameKeeper:
                 )
             images = dict(self._images)
             samples = [Frame(frames[k].index, frames[k].t, images[k]) for k in self._samples]
+            measures = dict(self.measures)
+            if self._skipped:
+                at = [k for k in range(self._count) if k not in self._skipped]
+                new = {k: i for i, k in enumerate(at)}
+                frames = [frames[k] for k in at]
+                images = {new[k]: v for k, v in images.items() if k in new}
+                measures = {new[k]: v for k, v in measures.items()}
         return Kept(
             FramesKept(frames, images),
-            dict(self.measures),
+            measures,
             samples,
             self.thumbnails,
             self.peak_frames,

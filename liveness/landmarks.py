@@ -20,12 +20,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .errors import SetupError
 from .video import Frame
+
+if TYPE_CHECKING:
+    from .landmark_plan import LandmarkPlan
 
 # Indices into the 478-point mesh used elsewhere in the library.
 NOSE_TIP = 1
@@ -171,11 +175,25 @@ class FaceLandmarks:
             raise
         return stream.finish()
 
-    def stream(self, on_mesh=None) -> LandmarkStream:
+    def stream(
+        self,
+        on_mesh=None,
+        *,
+        plan: LandmarkPlan | None = None,
+        on_skip=None,
+        sample_fps: float | None = 15.0,
+    ) -> LandmarkStream:
         """A :class:`LandmarkStream`: push frames as they are decoded, then ``finish()``.
         ``on_mesh(k, frame, mesh)`` is called on a worker thread as each pushed frame ``k``
-        is done (in any order), so that its pixels can be let go of."""
-        return LandmarkStream(self, min(self.workers, 8), on_mesh)
+        is done (in any order), so that its pixels can be let go of.
+
+        ``plan``: landmark a sparse first pass and, between its frames, only where the
+        eyes move (:mod:`liveness.landmark_plan`); each frame left out is given to
+        ``on_skip(k, frame)`` instead of ``on_mesh``. ``sample_fps``: the rate frames come
+        at (for the plan's hold, :meth:`LandmarkPlan.hold_frames`). ``None``: every frame."""
+        return LandmarkStream(
+            self, min(self.workers, 8), on_mesh, plan=plan, on_skip=on_skip, sample_fps=sample_fps
+        )
 
     def close(self) -> None:
         while True:
@@ -188,20 +206,54 @@ class FaceLandmarks:
 class LandmarkStream:
     """Landmarks computed while frames are still being decoded.
 
-    Frame ``k`` goes to worker ``k % n``; each worker is one pooled landmarker tracking its
-    share of the frames in VIDEO mode, on its own thread. Interleaving (rather than giving
-    each worker a contiguous half) is what lets work start before the frame count is known.
+    Without a plan, frame ``k`` goes to worker ``k % n``; each worker is one pooled
+    landmarker tracking its share of the frames in VIDEO mode, on its own thread.
+    Interleaving (rather than giving each worker a contiguous half) is what lets work start
+    before the frame count is known.
+
+    With a :class:`~liveness.landmark_plan.LandmarkPlan`, the first-pass frames go, as they
+    are pushed, to the first ``ceil(n / 2)`` workers in turn; each gap between two of them
+    is decided as soon as both are landmarked (:class:`~liveness.landmark_plan.GapPlanner`),
+    and its frames to landmark go, gap after gap, to the other workers (at least one:
+    two landmarkers even with ``workers=1``). Each landmarker thus sees the same frames in
+    the same order whatever the timing: the results are repeatable. A first-pass frame is
+    given to ``on_mesh`` only once the gap after it is decided (its pixels are needed until
+    then); the frames never landmarked go to ``on_skip``. :attr:`landmarked` then lists the
+    landmarked positions.
     """
 
     _DONE = object()
 
-    def __init__(self, owner: FaceLandmarks, workers: int, on_mesh=None) -> None:
+    def __init__(
+        self,
+        owner: FaceLandmarks,
+        workers: int,
+        on_mesh=None,
+        *,
+        plan: LandmarkPlan | None = None,
+        on_skip=None,
+        sample_fps: float | None = 15.0,
+    ) -> None:
         self._owner = owner
         self._on_mesh = on_mesh
-        self._queues = [queue.SimpleQueue() for _ in range(max(1, workers))]
+        self._on_skip = on_skip
+        n = max(1, workers)
+        self._planner = None
+        if plan is not None:
+            from .landmark_plan import GapPlanner  # not at import: landmark_plan imports us
+
+            self._planner = GapPlanner(plan, plan.hold_frames(sample_fps))
+            self._n_first = (n + 1) // 2
+            n = self._n_first + max(1, n - self._n_first)
+        self._queues = [queue.SimpleQueue() for _ in range(n)]
         self._results: dict[int, FaceMesh | None] = {}
         self._errors: list[BaseException] = []
         self._count = 0
+        self._lock = threading.Condition()
+        self._first_sent = 0
+        self._gaps_sent = 0
+        self._completed = 0
+        self.landmarked: list[int] = []
         self._threads = [
             threading.Thread(target=self._work, args=(q,), daemon=True, name="landmarks")
             for q in self._queues
@@ -211,15 +263,53 @@ class LandmarkStream:
 
     def push(self, frame: Frame) -> None:
         """Queue one frame (frames must come in time order)."""
-        self._queues[self._count % len(self._queues)].put((self._count, frame))
-        self._count += 1
+        if self._planner is None:
+            self._queues[self._count % len(self._queues)].put((self._count, frame))
+            self._count += 1
+            return
+        with self._lock:
+            k = self._count
+            self._count += 1
+            if self._planner.push(frame):
+                self._queues[self._first_sent % self._n_first].put((k, frame))
+                self._first_sent += 1
+
+    def waits_for_input(self, oldest: int) -> bool:
+        """With a plan: whether the frames from position ``oldest`` on can be decided only
+        with frames not pushed yet (the caller must not wait for them to come back before
+        pushing more). Read without a lock: the caller polls."""
+        return self._planner is not None and self._planner.waits_for_input(oldest)
 
     def finish(self) -> list[FaceMesh | None]:
-        """Wait for every pushed frame; the meshes in push order."""
-        self._stop()
+        """Wait for the landmarks; one mesh (or ``None``: no face) per landmarked frame, in
+        push order (every pushed frame without a plan)."""
+        try:
+            if self._planner is not None:
+                with self._lock:
+                    self._planner.end()
+                    calls = self._advance()
+                self._call(calls)
+                with self._lock:
+                    self._lock.wait_for(lambda: self._completed == self._count or self._errors)
+        finally:
+            self._stop()
         if self._errors:
             raise self._errors[0]
-        return [self._results[k] for k in range(self._count)]
+        self.landmarked = sorted(self._results)
+        return [self._results[k] for k in self.landmarked]
+
+    def evenly_spaced(self) -> list[FaceMesh | None]:
+        """After :meth:`finish`: the meshes of the first pass (every landmarked frame
+        without a plan), evenly spaced in time, unlike the second pass, which gathers
+        around the eyes' movements. Rest values and statistics over the clip are taken
+        from these."""
+        if self._planner is None:
+            return [self._results[k] for k in self.landmarked]
+        return [self._results[k] for k in self._planner.first]
+
+    def select(self, frames: Sequence[Frame]) -> list[Frame]:
+        """The landmarked ones of ``frames`` (the pushed frames), after :meth:`finish`."""
+        return [frames[k] for k in self.landmarked]
 
     @property
     def failed(self) -> bool:
@@ -236,22 +326,73 @@ class LandmarkStream:
         for t in self._threads:
             t.join()
 
+    def _done(self, k: int, frame: Frame, mesh: FaceMesh | None) -> None:
+        """Frame ``k``'s landmarks are back (a worker's thread)."""
+        if self._planner is None:
+            self._results[k] = mesh
+            if self._on_mesh is not None:
+                self._on_mesh(k, frame, mesh)
+            return
+        with self._lock:
+            self._results[k] = mesh
+            calls = []
+            if self._planner.is_first(k):
+                self._planner.result(k, mesh)  # given to on_mesh once its gap is decided
+            else:
+                calls.append((self._on_mesh, k, frame, mesh))
+                self._completed += 1
+            calls += self._advance()
+            self._lock.notify_all()
+        self._call(calls)
+
+    def _advance(self) -> list[tuple]:
+        """Decide the gaps that can be (under the lock); the callbacks to make after."""
+        calls: list[tuple] = []
+        for gap in self._planner.decide():
+            if gap.fill:
+                n_fill = len(self._queues) - self._n_first
+                q = self._queues[self._n_first + self._gaps_sent % n_fill]
+                self._gaps_sent += 1
+                for item in gap.fill:
+                    q.put(item)
+            calls += [(self._on_skip, k, f) for k, f in gap.skip]
+            calls.append((self._on_mesh, gap.left, gap.left_frame, self._results[gap.left]))
+            self._completed += len(gap.skip) + 1
+        if calls:
+            self._lock.notify_all()
+        return calls
+
+    @staticmethod
+    def _call(calls: list[tuple]) -> None:
+        for fn, *args in calls:
+            if fn is not None:
+                fn(*args)
+
     def _work(self, q: queue.SimpleQueue) -> None:
-        tracker = self._owner._acquire()
+        try:
+            tracker = self._owner._acquire()
+        except BaseException as exc:  # surfaced by finish()
+            self._fail(exc)
+            while q.get() is not self._DONE:
+                pass
+            return
         try:
             while (item := q.get()) is not self._DONE:
                 k, frame = item
                 if not self._errors:
-                    self._results[k] = tracker.process(frame)
-                    if self._on_mesh is not None:
-                        self._on_mesh(k, frame, self._results[k])
+                    self._done(k, frame, tracker.process(frame))
         except BaseException as exc:  # surfaced by finish()
-            self._errors.append(exc)
+            self._fail(exc)
             while q.get() is not self._DONE:
                 pass
         finally:
             tracker.reset()
             self._owner._pool.put(tracker)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+            self._lock.notify_all()
 
 
 class _Tracker:

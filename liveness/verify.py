@@ -21,6 +21,7 @@ from .errors import InputError, SetupError
 from .evidence import attack_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
 from .keep import FrameKeeper
+from .landmark_plan import LandmarkPlan
 from .parts import (
     Detector,
     Embedder,
@@ -86,6 +87,9 @@ class VerifierConfig:
     # Frames decoded ahead of the landmarker, at most (liveness.keep: the memory bound).
     max_pending_frames: int = 8
     landmark_delegate: str = "cpu"  # MediaPipe's "cpu" (XNNPACK) or "gpu" delegate
+    # Which frames get landmarks without a challenge token (liveness.landmark_plan: a 5 fps
+    # first pass, then the frames where the eyes move); None: every sampled frame.
+    landmark_plan: LandmarkPlan | None = None
     # Passive motion evidence: a recording in which the face neither blinks nor changes
     # expression is not accepted without review (a photo held up), whatever its length;
     # under this length the reason asks for a longer recording (a blink comes every 2-10 s).
@@ -269,7 +273,13 @@ class Verifier:
             sample_fps=cfg.sample_fps,
             max_pending=cfg.max_pending_frames,
         )
-        stream = self.landmarks.stream(on_mesh=keeper.on_mesh)
+        plan = cfg.landmark_plan if challenge is None else None  # a challenge: every frame
+        if plan is None:
+            stream = self.landmarks.stream(on_mesh=keeper.on_mesh)
+        else:
+            stream = self.landmarks.stream(
+                on_mesh=keeper.on_mesh, plan=plan, on_skip=keeper.on_skip, sample_fps=cfg.sample_fps
+            )
         keeper.start(stream)
         try:
             with clock("video"):
@@ -298,14 +308,16 @@ class Verifier:
         kept = keeper.finish(video.frames)
         video = replace(video, frames=kept.frames)
         out.video |= {"frames_held_peak": kept.peak_frames, "held_mb_peak": kept.peak_mb}
+        out.video["frames_landmarked"] = len(meshes)
+        even = stream.evenly_spaced() if plan is not None else meshes  # see landmark_plan
         with clock("actions"):
             events, checks = confirm_events(
-                detect_actions(meshes, mirrored=mirrored),
+                detect_actions(meshes, mirrored=mirrored, rest=even),
                 kept.face_thumbs,
                 meshes,
                 thresholds=cfg.event_appearance,
             )
-        out.liveness.temporal = motion_evidence(meshes, events, checks)
+        out.liveness.temporal = motion_evidence(even, events, checks)
         if claims is not None:
             check = self.challenges.check(claims, events, video.duration_s)
             out.challenge_ok = check.completed
@@ -322,6 +334,7 @@ class Verifier:
             clock,
             measures=kept.measures,
             no_face_samples=kept.no_face_samples,
+            face_fraction=sum(m is not None for m in even) / max(len(even), 1),
         )
         out.add_faces(faces)
         with clock("attack_evidence"):
