@@ -15,7 +15,12 @@ calls added; ``frames_held_peak`` / ``held_mb_peak`` are the pixels the verifica
 at once (:mod:`liveness.keep`; the bound is ``frames_held_bound``).
 Model loading (``load_s``) and the first call (``warmup_s``) are reported apart; ``wall_s``
 is the median end-to-end wall time of ``--repeat`` further calls and ``cpu_s`` their median
-process CPU time (less sensitive to other load on the machine than wall time).
+process CPU time (less sensitive to other load on the machine than wall time);
+``decoder_cpu_s`` is the median CPU time of the decoder child processes of a call.
+``--landmark-plan on|off`` landmarks a first pass and the frames where the eyes move
+(:class:`~liveness.landmark_plan.LandmarkPlan`) or every sampled frame (default: the
+library's, ``VerifierConfig.landmark_plan``); ``frames_landmarked`` says how many frames the
+landmarker saw.
 
 The naive baseline uses the same models with none of the pipeline's economies: every
 decoded frame is detected (YuNet), landmarked (a fresh VIDEO-mode landmarker), aligned,
@@ -30,6 +35,7 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -39,6 +45,7 @@ from benchmarks.common import emit, parent_parser, peak_rss_mb, progress, set_pr
 from liveness import Verifier, VerifierConfig
 from liveness.align import align_face
 from liveness.keep import frame_bound
+from liveness.landmark_plan import LandmarkPlan
 from liveness.landmarks import FaceLandmarks
 from liveness.video import Frame, frame_at
 
@@ -78,6 +85,12 @@ def reference_image(spec: str, video: Path) -> np.ndarray | str:
     if not spec.startswith("frame:"):
         return spec
     return frame_at(video, spec.split(":", 1)[1])
+
+
+def child_cpu_seconds() -> float:
+    """CPU time of the finished child processes (the video decoders)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def cpu_seconds() -> float:
@@ -141,6 +154,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="analysis rate (default: the library's, VerifierConfig.sample_fps)",
     )
     ap.add_argument(
+        "--landmark-plan",
+        choices=["on", "off"],
+        default=None,
+        help="landmark a first pass and where the eyes move, or every frame (default: the "
+        "library's)",
+    )
+    ap.add_argument(
         "--providers",
         nargs="+",
         metavar="SET",
@@ -168,6 +188,8 @@ def timed(args, clip: Path) -> dict:
     cfg = (
         VerifierConfig() if args.sample_fps is None else VerifierConfig(sample_fps=args.sample_fps)
     )
+    if args.landmark_plan is not None:
+        cfg = replace(cfg, landmark_plan=LandmarkPlan() if args.landmark_plan == "on" else None)
     v = Verifier(args.model_dir, config=cfg)
     load_s = time.perf_counter() - t0
     try:
@@ -176,12 +198,13 @@ def timed(args, clip: Path) -> dict:
         v.verify(clip, ref)
         warmup_s = time.perf_counter() - t1
         rss_before = rss_mb()
-        walls, cpus, results = [], [], []
+        walls, cpus, child_cpus, results = [], [], [], []
         for _ in progress(range(args.repeat), args.repeat, "timing"):
-            c0, w0 = cpu_seconds(), time.perf_counter()
+            c0, k0, w0 = cpu_seconds(), child_cpu_seconds(), time.perf_counter()
             results.append(v.verify(clip, ref))
             walls.append(time.perf_counter() - w0)
             cpus.append(cpu_seconds() - c0)
+            child_cpus.append(child_cpu_seconds() - k0)
         k = int(np.argsort(walls)[len(walls) // 2])
         r = results[k]
         naive_wall, naive_frames = (None, None) if args.no_naive else naive(v, clip)
@@ -198,6 +221,7 @@ def timed(args, clip: Path) -> dict:
         "decision": r.decision,
         "wall_s": round(wall, 3),
         "cpu_s": round(statistics.median(cpus), 3),
+        "decoder_cpu_s": round(statistics.median(child_cpus), 3),
         "load_s": round(load_s, 3),
         "warmup_s": round(warmup_s, 3),
         "video_s": round(duration, 3),
@@ -205,6 +229,8 @@ def timed(args, clip: Path) -> dict:
         "stages_ms": r.timings_ms,
         "frames_decoded": r.video["frames_decoded"],
         "frames_analysed": r.video["frames_analysed"],
+        "frames_landmarked": r.video.get("frames_landmarked"),
+        "landmark_plan": None if cfg.landmark_plan is None else asdict(cfg.landmark_plan),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_mb": round(rss_before, 1),
         "frames_held_peak": r.video.get("frames_held_peak"),
@@ -215,6 +241,7 @@ def timed(args, clip: Path) -> dict:
             keyframe_every_s=cfg.keyframe_every_s,
             max_duration_s=cfg.limits.max_duration_s,
             max_pending=cfg.max_pending_frames,
+            **plan_bound(cfg),
         ),
         "naive_wall_s": None if naive_wall is None else round(naive_wall, 3),
         "naive_frames": naive_frames,
@@ -226,6 +253,17 @@ def timed(args, clip: Path) -> dict:
     }
     emit(result, args.json)
     return result
+
+
+def plan_bound(cfg: VerifierConfig) -> dict:
+    """The landmark plan's terms of :func:`liveness.keep.frame_bound` (none without one)."""
+    plan = cfg.landmark_plan
+    if plan is None:
+        return {}
+    return {
+        "plan_hold": plan.hold_frames(cfg.sample_fps),
+        "plan_spacing": plan.spacing(cfg.sample_fps),
+    }
 
 
 def compare_providers(args) -> dict:

@@ -28,6 +28,15 @@ challenge's content fingerprint is made, and, where there is a face, its 192x192
 for 900 frames (60 s at 15 fps), on top of the frame bound below. The decoder waits while
 ``max_pending`` frames are still with the landmarker.
 
+With a landmark plan (:mod:`liveness.landmark_plan`) a frame is pending until the plan has
+decided it: a frame left out is given back through :meth:`FrameKeeper.on_skip` as soon as
+the gap it lies in is decided (both first-pass frames around it landmarked), a first-pass
+frame once the gap after it is decided. The decoder does not wait while the pending frames
+can be decided only with frames not yet pushed (the clip's first 2 s, whose gaps wait for
+their rest values; the frames after the newest first-pass frame): see :func:`frame_bound`,
+whose value with the default plan is the same 74 frames. The frames left out are not
+among those handed to the analysis.
+
 Memory bound: pixels of at most :func:`frame_bound` frames are held at once (pending + best
 candidates + keyframes), each at most ``VideoLimits.analysis_long_side`` on its long side.
 With the defaults (15 fps, best 3, keyframes every 2 s, 60 s, 8 pending) that is 74 frames:

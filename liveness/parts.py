@@ -106,6 +106,11 @@ class FrameStream(Protocol):
 
     def finish(self) -> list[FaceMesh | None]: ...
 
+    def evenly_spaced(self) -> list[FaceMesh | None]:
+        """After ``finish``: the meshes of evenly spaced frames (all of them without a
+        landmark plan), for statistics over the clip."""
+        ...
+
     def abort(self) -> None: ...
 
     @property
@@ -123,8 +128,11 @@ class Landmarker(Protocol):
         """Where it runs, for the result's model list."""
         ...
 
-    def stream(self, on_mesh=None) -> FrameStream:
-        """A stream of frames; ``on_mesh(k, frame, mesh)`` as each pushed frame is done."""
+    def stream(self, on_mesh=None, *, plan=None, on_skip=None, sample_fps=15.0) -> FrameStream:
+        """A stream of frames; ``on_mesh(k, frame, mesh)`` as each pushed frame is done.
+        With a :class:`~liveness.landmark_plan.LandmarkPlan` (``VerifierConfig.landmark_plan``)
+        only some frames are landmarked, the others given to ``on_skip(k, frame)``; a
+        landmarker may also landmark every frame whatever the plan."""
         ...
 
     def analyse(self, frames: Sequence[Frame]) -> list[FaceMesh | None]: ...
