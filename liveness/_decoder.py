@@ -1,7 +1,9 @@
 """The video decoder child process (run as a script by :mod:`liveness.video`, never imported).
 
 It is a separate process so that a hostile file can cost at most its memory and time
-budget: the parent sets ``RLIMIT_AS`` and ``RLIMIT_CPU`` here before OpenCV is imported, kills
+budget: ``RLIMIT_AS`` and ``RLIMIT_CPU`` are set here before the file is opened (and before
+OpenCV is imported, except in a spare started with ``--warm``, which loads OpenCV and NumPy
+while it waits for its arguments: see :class:`liveness.video.Decoders`); the parent kills
 the child after a wall-time limit, and the FFmpeg demuxers and protocols are whitelisted
 through ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (only ``file``; only the demuxers the allowed
 formats need), so that no playlist or concat file can make FFmpeg open another file.
@@ -67,6 +69,18 @@ def _peak_rss() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _mapped() -> int:
+    """This process's address space now, in bytes (``VmSize``; 0 if unreadable)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _decode(args: dict, out) -> dict:
@@ -159,15 +173,31 @@ def _decode(args: dict, out) -> dict:
         cap.release()
 
 
-def main() -> int:
-    args = json.loads(sys.stdin.readline())
+def main(argv: list[str]) -> int:
+    if "--warm" in argv:
+        # A spare (liveness.video.Decoders): load the libraries now, then wait. No input
+        # has been seen yet; the limits below are set before the file is opened either way.
+        import cv2  # noqa: F401
+        import numpy  # noqa: F401
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # a spare that was never used: the parent closed our stdin
+    args = json.loads(line)
     out = sys.stdout.buffer
     try:
         resource.setrlimit(resource.RLIMIT_AS, (args["memory_bytes"], args["memory_bytes"]))
         cpu = max(1, int(args["cpu_seconds"]))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        doc = _decode(args, out)
+        mapped = _mapped()
+        if mapped > args["memory_bytes"]:  # a spare has OpenCV loaded already
+            doc = {
+                "error": "memory",
+                "message": f"the decoder's memory limit ({args['memory_bytes'] >> 20} MB) is "
+                f"below what it holds before decoding ({mapped >> 20} MB)",
+            }
+        else:
+            doc = _decode(args, out)
     except MemoryError:
         doc = {"error": "memory", "message": "decoding needed more memory than allowed"}
     except Exception as e:  # cv2.error on a failed allocation or a corrupt stream
@@ -181,4 +211,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

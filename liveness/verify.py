@@ -48,7 +48,7 @@ from .sessions import (
     TokenInvalidError,
     verify_token,
 )
-from .video import VideoLimits, load_video
+from .video import Decoders, VideoLimits, load_video
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,7 @@ class Verifier:
         )
         self._low_detector = self.detector.with_threshold(cfg.low_detection_score)
         self.landmarks.warm_up()
+        self.decoders = Decoders()  # a decoder process started ahead of each video
         self._calibration = calibration
         self.fusion = FusionParams.load()  # None: the live score is the PAD score
         self.load_s = time.perf_counter() - t
@@ -290,6 +291,7 @@ class Verifier:
                     fps=fps,
                     on_frame=keeper.push,
                     keep_frames=False,
+                    decoders=self.decoders,
                 )
         except BaseException:
             stream.abort()
@@ -375,9 +377,10 @@ class Verifier:
 
     def close(self) -> None:
         """Release the landmarker instances and worker threads (when this verifier built
-        the landmarker)."""
+        the landmarker) and the spare decoder process."""
         if self._owns_landmarks:
             self.landmarks.close()
+        self.decoders.close()
 
     def __enter__(self) -> Verifier:
         return self
