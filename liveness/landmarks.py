@@ -273,6 +273,10 @@ class LandmarkStream:
             if self._planner.push(frame):
                 self._queues[self._first_sent % self._n_first].put((k, frame))
                 self._first_sent += 1
+            # the push that ends the plan's hold can make gaps decidable whose landmarks
+            # are all back already (no result would come to decide them)
+            calls = self._advance()
+        self._call(calls)
 
     def waits_for_input(self, oldest: int) -> bool:
         """With a plan: whether the frames from position ``oldest`` on can be decided only

@@ -193,6 +193,61 @@ def test_the_bound_with_the_plan_is_the_bound_without_it():
     assert frame_bound(**common, plan_hold=200) == 200
 
 
+class _DrawnTracker:
+    """Plumbing only: 'landmarks' of the drawn eye frames, at once."""
+
+    def process(self, frame: Frame) -> FaceMesh:
+        return _mesh(frame.t)
+
+    def reset(self) -> None:
+        pass
+
+
+class _DrawnLandmarks:
+    """Plumbing only: the pool of :class:`FaceLandmarks` with :class:`_DrawnTracker`s."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._pool = queue.SimpleQueue()
+
+    def _acquire(self) -> _DrawnTracker:
+        return _DrawnTracker()
+
+
+def test_the_push_that_ends_the_hold_decides_gaps_already_landmarked():
+    # The landmarks of the hold's first-pass frames are all back before the push that
+    # ends the hold; then no result comes to decide their gaps, and the push must (the
+    # decoder stalled here before: Krzysiek354 in the shared clips).
+    import time
+
+    from liveness.landmarks import LandmarkStream
+
+    plan = LandmarkPlan()
+    keeper = FrameKeeper(QualityThresholds(), max_pending=8, stall_s=3)
+    stream = LandmarkStream(
+        _DrawnLandmarks(), 2, keeper.on_mesh, plan=plan, on_skip=keeper.on_skip, sample_fps=15
+    )
+    keeper.start(stream)
+    # 15 fps with the second frame missing: the first pass is at positions 0, 2, 5, ...,
+    # 29 and the push that ends the hold (position 30) is not a first-pass frame
+    frames = [_eye_frame(t, False) for t in [0.0] + [k / 15 for k in range(2, 62)]]
+    hold = plan.hold_frames(15)
+    for f in frames[: hold - 1]:
+        keeper.push(f)
+    deadline = time.monotonic() + 5
+    while len(stream._results) < 11 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the hold's first pass (positions 0, 2, 5, ..., 29) is back
+    assert len(stream._results) == 11
+    for f in frames[hold - 1 :]:
+        keeper.push(f)  # VideoLimitError after 3 s if nothing is decided
+    meshes = stream.finish()
+    kept = keeper.finish(frames)
+    # open eyes throughout: the first pass (0, 2, then every third) and the trailing frame
+    assert [f.index for f in kept.frames] == [m.frame_index for m in meshes]
+    assert len(meshes) == 1 + 20 + 1
+
+
 # --- the real landmarker on clips checked by eye ---------------------------------------------
 
 
