@@ -444,4 +444,5 @@ def test_landmark_events_benchmark_on_the_tiny_clip(data_dir, model_dir, tmp_pat
     stats = out["patch_stats"]
     assert [c["frame"] for c in stats["closed_unseen"]] == [37]
     fit = [h for h in stats["held_out"] if h["threshold"] is not None]
-    assert len(fit) == 1 and fit[0]["threshold"] == pytest.approx(0.8 * fit[0]["fit_lowest"], abs=1e-3)
+    assert len(fit) == 1
+    assert fit[0]["threshold"] == pytest.approx(0.8 * fit[0]["fit_lowest"], abs=1e-3)
