@@ -98,6 +98,11 @@ from benchmarks.speed import rss_mb, synthetic_clip
 from liveness import Verifier
 from liveness.video import frame_at
 src, clip, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+config = None
+if sys.argv[4] == "plan":
+    from liveness import VerifierConfig
+    from liveness.landmark_plan import LandmarkPlan
+    config = VerifierConfig(landmark_plan=LandmarkPlan())
 synthetic_clip(src, clip, seconds, 1280)
 def hwm_mb():
     # the peak resident size since the last reset (Linux), else over the process's life
@@ -108,7 +113,7 @@ def hwm_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-with Verifier() as v:
+with Verifier(config=config) as v:
     ref = v.enroll(frame_at(src, 7.5))
     v.verify(src, ref)  # warm
     before = rss_mb()
@@ -125,14 +130,16 @@ print(json.dumps({"decision": r.decision, "reasons": r.reason_codes, "video": r.
 
 
 @pytest.mark.slow
-def test_a_long_1280_square_upload_stays_within_the_bound(data_dir, tmp_path):
+@pytest.mark.parametrize("landmarks", ["every frame", "plan"])
+def test_a_long_1280_square_upload_stays_within_the_bound(data_dir, tmp_path, landmarks):
     # 30 s at 1280x1280 and 15 fps: 450 frames of 4.9 MB, 2.2 GB if every frame were kept
     # (refused by the old 768 MiB kept-frame budget). In a fresh process, so that the peak
-    # resident memory is this verification's.
+    # resident memory is this verification's. With the landmark plan (liveness.landmark_plan)
+    # the frames waiting for their gap's decision are pending too: the same bound.
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     src = data_dir / "videos/talking_head_wda_1.mp4"
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src), str(tmp_path / "long.mp4"), "30"],
+        [sys.executable, "-c", _CHILD, str(src), str(tmp_path / "long.mp4"), "30", landmarks],
         capture_output=True,
         text=True,
         env=env,
@@ -142,6 +149,8 @@ def test_a_long_1280_square_upload_stays_within_the_bound(data_dir, tmp_path):
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["decision"] == "accept", r["reasons"]
     assert r["video"]["frames_analysed"] >= 440
+    if landmarks == "plan":
+        assert r["video"]["frames_landmarked"] < r["video"]["frames_analysed"]
     frame_mb = 1280 * 1280 * 3 / 2**20
     bound = default_bound(VerifierConfig())
     assert r["video"]["frames_held_peak"] <= bound
