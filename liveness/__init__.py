@@ -21,6 +21,7 @@ from .errors import (
     VideoLimitError,
 )
 from .formats import FormatVersionError
+from .landmark_plan import LandmarkPlan
 from .parts import Detector, Embedder, Landmarker, PadEnsemble, PartSpec
 from .quality import QualityThresholds
 from .reasons import MESSAGES, Outcome, Reason, ReasonCode, Severity
@@ -61,6 +62,7 @@ __all__ = [
     "Detector",
     "Embedder",
     "Landmarker",
+    "LandmarkPlan",
     "PadEnsemble",
     "PartSpec",
     "Action",

@@ -32,6 +32,7 @@ PUBLIC = {
     "Detector",
     "Embedder",
     "Landmarker",
+    "LandmarkPlan",
     "PadEnsemble",
     "PartSpec",
     "MESSAGES",
