@@ -2,7 +2,7 @@
 
     python -m benchmarks.landmark_events --labels ../shared/data/videos-wild/labels.csv \
         ../shared/data/videos/labels.csv [--first-pass-fps 5] [--blink-share 0.5] \
-        [--patch-change 0.4] [--repeat-full] [--only NAME ...] [--patch-stats]
+        [--patch-change 0.38] [--held-actions] [--repeat-full] [--only NAME ...] [--patch-stats]
 
 Each clip is decoded as ``verify`` decodes it (15 fps, the lab formats allowed) and
 landmarked twice with the same pooled landmarkers (two workers, as in the Verifier): every
@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--first-pass-fps", type=float, default=LandmarkPlan.first_pass_fps)
     ap.add_argument("--blink-share", type=float, default=LandmarkPlan.blink_share)
     ap.add_argument("--patch-change", type=float, default=LandmarkPlan.patch_change)
+    ap.add_argument(
+        "--held-actions",
+        action="store_true",
+        help="the plan fills around head turns and tilts, smiles and open mouths too",
+    )
     ap.add_argument("--tolerance", type=int, default=2, help="frames (decoded stream)")
     ap.add_argument("--repeat-full", action="store_true", help="a second full run (noise)")
     ap.add_argument("--only", nargs="*", default=None, help="clip file names to keep")
@@ -250,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         first_pass_fps=args.first_pass_fps,
         blink_share=args.blink_share,
         patch_change=args.patch_change,
+        held_actions=args.held_actions,
     )
     runtime = Runtime(args.model_dir)
     lm = FaceLandmarks(runtime.path("face_landmarker"), workers=2)
@@ -318,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
             "first_pass_fps": plan.first_pass_fps,
             "blink_share": plan.blink_share,
             "patch_change": plan.patch_change,
+            "held_actions": plan.held_actions,
         },
         "clips": len(ok),
         "errors": len(rows) - len(ok),
