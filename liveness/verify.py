@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from . import models as registry
@@ -20,6 +21,7 @@ from .decision import MatchCalibration, Policy
 from .errors import InputError, SetupError
 from .evidence import attack_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
+from .geometry import consistency
 from .keep import FrameKeeper
 from .parts import (
     Detector,
@@ -104,6 +106,22 @@ class VerifierConfig:
     # this many times more than the nose and forehead after the face's planar motion is
     # taken out (liveness.appearance; measured in benchmarks/README.md, "Appearance check").
     event_appearance: AppearanceThresholds = field(default_factory=AppearanceThresholds)
+
+
+def mesh_evidence(meshes, kept, mirrored: bool, cfg: VerifierConfig, clock: Clock):
+    """The actions the meshes show, kept where the pixels confirm them
+    (:func:`liveness.appearance.confirm_events`: the events and each check), and the whole
+    clip's 3D consistency (:func:`liveness.geometry.consistency`)."""
+    with clock("actions"):
+        events, checks = confirm_events(
+            detect_actions(meshes, mirrored=mirrored),
+            kept.face_thumbs,
+            meshes,
+            thresholds=cfg.event_appearance,
+        )
+    with clock("geometry"):
+        whole = consistency(meshes)
+    return events, checks, whole
 
 
 class Verifier:
@@ -298,13 +316,23 @@ class Verifier:
         kept = keeper.finish(video.frames)
         video = replace(video, frames=kept.frames)
         out.video |= {"frames_held_peak": kept.peak_frames, "held_mb_peak": kept.peak_mb}
-        with clock("actions"):
-            events, checks = confirm_events(
-                detect_actions(meshes, mirrored=mirrored),
-                kept.face_thumbs,
+        # What the meshes alone show (the actions, checked in the pixels, and the whole
+        # clip's 3D consistency) is worked out on a second thread while the faces are
+        # detected, embedded and scored: each stage waits in native code most of the time.
+        with ThreadPoolExecutor(1, thread_name_prefix="mesh-evidence") as side:
+            from_meshes = side.submit(mesh_evidence, meshes, kept, mirrored, cfg, clock)
+            faces = analyse_faces(
+                video,
                 meshes,
-                thresholds=cfg.event_appearance,
+                ref,
+                self.parts,
+                self.calibration,
+                cfg,
+                clock,
+                measures=kept.measures,
+                no_face_samples=kept.no_face_samples,
             )
+            events, checks, whole = from_meshes.result()
         out.liveness.temporal = motion_evidence(meshes, events, checks)
         if claims is not None:
             check = self.challenges.check(claims, events, video.duration_s)
@@ -312,20 +340,9 @@ class Verifier:
             out.head_windows = check.head_windows
             out.liveness.challenge = check.evidence
             out.reasons += check.reasons
-        faces = analyse_faces(
-            video,
-            meshes,
-            ref,
-            self.parts,
-            self.calibration,
-            cfg,
-            clock,
-            measures=kept.measures,
-            no_face_samples=kept.no_face_samples,
-        )
         out.add_faces(faces)
         with clock("attack_evidence"):
-            attack_evidence(meshes, out, self.fusion)
+            attack_evidence(meshes, out, self.fusion, whole)
         motion_gate(video, out, cfg)
         return self._finish(out, clock, claims, now)
 
