@@ -164,6 +164,19 @@ def resample(
     return grid, np.stack([np.interp(grid, tv, xv[:, c]) for c in range(x.shape[1])], axis=1)
 
 
+def longest_run(t: np.ndarray, x: np.ndarray, max_gap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The longest stretch (in time) of ``x``'s valid rows (no NaN) in which consecutive
+    valid rows are at most ``max_gap_s`` apart: ``(t, x)`` of that stretch, invalid rows
+    inside it kept (for :func:`resample` to bridge). Needs at least one valid row."""
+    ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+    cuts = np.flatnonzero(np.diff(t[ok]) > max_gap_s)
+    starts = np.concatenate([[0], cuts + 1])
+    ends = np.concatenate([cuts, [len(ok) - 1]])
+    k = int(np.argmax(t[ok[ends]] - t[ok[starts]]))
+    a, b = ok[starts[k]], ok[ends[k]]
+    return t[a : b + 1], x[a : b + 1]
+
+
 def pos_signal(rgb: np.ndarray, rate_hz: float, window_s: float = 1.6) -> np.ndarray:
     """The POS pulse signal of an even ``(N, 3)`` trace in **R, G, B** order.
 
@@ -262,13 +275,17 @@ def pulse(
     if frames / len(t) < lim.min_face_fraction:
         return none(f"face followed in {frames / len(t):.0%} of frames")
     if span < lim.min_seconds:
-        return none(f"{span:.1f} s of face, {lim.min_seconds:.0f} s needed")
+        return none(f"{span:.1f} s of face, {lim.min_seconds:g} s needed")
     if rate < lim.min_rate_hz:
         return none(f"{rate:.1f} frames a second, {lim.min_rate_hz:.0f} needed")
     if pixels is not None and not px >= lim.min_region_px:
         return none(f"face too small ({px:.0f} skin pixels, {lim.min_region_px:.0f} needed)")
+    t, c = longest_run(t, c, lim.max_gap_s)
+    span = float(t[-1] - t[0])
+    if span < lim.min_seconds:
+        return none(f"{span:.1f} s of face without a gap over {lim.max_gap_s} s")
     even = resample(t, c, rate, lim.max_gap_s)
-    if even is None:
+    if even is None:  # pragma: no cover - longest_run leaves no such gap
         return none(f"a gap of more than {lim.max_gap_s} s without a face")
     _, bgr = even
     h = detrend(pos_signal(bgr[:, ::-1], rate))
