@@ -56,7 +56,20 @@ from benchmarks.attack_clips import KINDS, load_victim, make_attack, write_clip
 from benchmarks.attacks import VICTIMS, shared_clips
 from benchmarks.common import emit, parent_parser, progress, set_progress
 from liveness.parts import build_landmarker
-from liveness.pulse import REGIONS, PulseResult, pooled, pulse, roi_means
+from liveness.pulse import (
+    BAND_HZ,
+    REGIONS,
+    PulseLimits,
+    PulseResult,
+    detrend,
+    longest_run,
+    pooled,
+    pos_signal,
+    pulse,
+    resample,
+    roi_means,
+    spectrum_snr,
+)
 from liveness.runtime import Runtime
 from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, load_video
 
@@ -233,7 +246,7 @@ def held_out(subject: str) -> bool:
 
 
 def fit_threshold(live_snrs: list[float], live_pass: float) -> float:
-    """The ``1 - live_pass`` quantile of the live SNRs (not measurable: -inf, counted)."""
+    """The ``1 - live_pass`` quantile of the (measurable) live SNRs."""
     x = np.sort(np.asarray(live_snrs, np.float64))
     if len(x) == 0:
         return float("inf")
@@ -241,54 +254,185 @@ def fit_threshold(live_snrs: list[float], live_pass: float) -> float:
     return float(x[min(k, len(x) - 1)])
 
 
-def pass_rates(items: list[tuple[str, float]]) -> dict:
-    """Per group: clips, passed, rate (``items``: (group, snr - t); pass when >= 0)."""
-    groups: dict[str, list[float]] = defaultdict(list)
+def pass_rates(items: list[tuple[str, float | None]]) -> dict:
+    """Per group: clips, passed, rate (``items``: (group, snr - t), ``None`` when not
+    measurable: no pulse evidence, so not a pass)."""
+    groups: dict[str, list[bool]] = defaultdict(list)
     for g, margin in items:
-        groups[g].append(margin)
+        groups[g].append(margin is not None and margin >= 0)
     return {
-        g: {"clips": len(v), "passed": int(sum(m >= 0 for m in v)),
-            "rate": round(float(np.mean([m >= 0 for m in v])), 3)}
+        g: {"clips": len(v), "passed": int(sum(v)), "rate": round(float(np.mean(v)), 3)}
         for g, v in sorted(groups.items())
-    }  # fmt: skip
+    }
 
 
-def separation(rows: list[dict], live_pass: float) -> dict:
-    """Leave-one-subject-out and held-out evaluation of "SNR >= t" (module docstring)."""
+def auc(live: list[float], other: list[float]) -> float | None:
+    """P(a live SNR > an attack SNR), ties half (measurable clips only)."""
+    if not live or not other:
+        return None
+    a, b = np.asarray(live)[:, None], np.asarray(other)[None, :]
+    return round(float(np.mean((a > b) + 0.5 * (a == b))), 3)
 
-    def snr(r):
-        return r["skin"]["snr_db"] if r["skin"]["measurable"] else float("-inf")
+
+def separation(rows: list[dict], key: str, live_pass: float) -> dict:
+    """Leave-one-subject-out and held-out evaluation of "score ``key`` >= t" (module
+    docstring); ``t`` is fitted on measurable training live clips."""
+
+    def score(r):
+        return r["scores"].get(key)
+
+    def fit(live_rows):
+        return fit_threshold([score(r) for r in live_rows if score(r) is not None], live_pass)
+
+    def margin(r, t):
+        return None if score(r) is None else score(r) - t
 
     live = [r for r in rows if r["kind"] == "live"]
     subjects = sorted({r["subject"] for r in live})
     loso, thresholds = [], []
     for s in subjects:
-        t = fit_threshold([snr(r) for r in live if r["subject"] != s], live_pass)
+        t = fit([r for r in live if r["subject"] != s])
         thresholds.append(t)
-        loso += [(r["kind"], snr(r) - t) for r in rows if r["subject"] == s]
+        loso += [(r["kind"], margin(r, t)) for r in rows if r["subject"] == s]
     # rows of subjects with no live clip: scored with the threshold fitted on every live clip
-    t_all = fit_threshold([snr(r) for r in live], live_pass)
-    loso += [(r["kind"], snr(r) - t_all) for r in rows if r["subject"] not in subjects]
-    train = [r for r in live if not held_out(r["subject"])]
-    t_train = fit_threshold([snr(r) for r in train], live_pass)
+    t_all = fit(live)
+    loso += [(r["kind"], margin(r, t_all)) for r in rows if r["subject"] not in subjects]
+    t_train = fit([r for r in live if not held_out(r["subject"])])
     test = [r for r in rows if held_out(r["subject"])]
-    measurable = [r for r in rows if r["skin"]["measurable"]]
-    loso_m = []
-    for s in subjects:
-        t = fit_threshold([snr(r) for r in live if r["subject"] != s and np.isfinite(snr(r))],
-                          live_pass)  # fmt: skip
-        loso_m += [(r["kind"], snr(r) - t) for r in measurable if r["subject"] == s]
+    kinds = sorted({r["kind"] for r in rows} - {"live"})
+    live_scores = [score(r) for r in live if score(r) is not None]
     return {
-        "rule": f"pulse SNR >= t, t = the {1 - live_pass:.0%} quantile of training live SNRs",
+        "rule": f"{key} SNR >= t, t = the {1 - live_pass:.0%} quantile of measurable "
+        "training live clips; a clip not measurable does not pass",
         "threshold_all_live_db": t_all,
         "loso_thresholds_db": {"min": min(thresholds), "max": max(thresholds)},
-        "loso_all_clips": pass_rates(loso),
-        "loso_measurable_only": pass_rates(loso_m),
+        "loso_pass": pass_rates(loso),
+        "loso_pass_measurable_only": pass_rates([x for x in loso if x[1] is not None]),
         "held_out": {
             "subjects": sorted({r["subject"] for r in test}),
             "threshold_db": t_train,
-            "pass": pass_rates([(r["kind"], snr(r) - t_train) for r in test]),
+            "pass": pass_rates([(r["kind"], margin(r, t_train)) for r in test]),
         },
+        "auc_live_above_kind": {
+            k: auc(live_scores, [score(r) for r in rows if r["kind"] == k and score(r) is not None])
+            for k in kinds
+        },
+    }
+
+
+# --- other standard pulse signals, for comparison (the module's is POS) -----------------------
+
+
+def band_pass(x: np.ndarray, rate_hz: float, band: tuple[float, float] = BAND_HZ) -> np.ndarray:
+    """``x`` with the FFT bins outside ``band`` set to zero."""
+    f = np.fft.rfftfreq(len(x), 1.0 / rate_hz)
+    spec = np.fft.rfft(x - x.mean())
+    spec[(f < band[0]) | (f > band[1])] = 0
+    return np.fft.irfft(spec, len(x))
+
+
+def chrom_signal(rgb: np.ndarray, rate_hz: float) -> np.ndarray:
+    """CHROM (de Haan and Jeanne, IEEE TBME 2013) on the whole trace: ``X = 3R - 2G``,
+    ``Y = 1.5R + G - 1.5B`` of the normalised trace, band-passed, ``X - (std X / std Y) Y``."""
+    cn = rgb / rgb.mean(axis=0)
+    x = band_pass(3 * cn[:, 0] - 2 * cn[:, 1], rate_hz)
+    y = band_pass(1.5 * cn[:, 0] + cn[:, 1] - 1.5 * cn[:, 2], rate_hz)
+    return x - (x.std() / y.std() if y.std() > 0 else 0.0) * y
+
+
+def even_trace(t: np.ndarray, colours: np.ndarray, rate: float) -> np.ndarray | None:
+    """The BGR trace of :func:`liveness.pulse.pulse`'s stretch on its even grid."""
+    tt, cc = longest_run(t, colours, PulseLimits().max_gap_s)
+    even = resample(tt, cc, rate, PulseLimits().max_gap_s)
+    return None if even is None else even[1]
+
+
+def variant_scores(t: np.ndarray, means: np.ndarray, res: PulseResult) -> dict[str, float | None]:
+    """The SNR of :func:`liveness.pulse.spectrum_snr` for several pulse signals on the same
+    measurable stretch (``None`` when :func:`liveness.pulse.pulse` found it not measurable):
+
+    * ``pos``: the module's (POS, linear detrend);
+    * ``pos_band_passed``: POS band-passed to 0.7-3 Hz before the spectrum;
+    * ``chrom``: CHROM; ``green``: the normalised green channel alone;
+    * ``regions_agree``: POS in each region separately, the SNR of the geometric mean of
+      their normalised spectra (a pulse is the same in the forehead and both cheeks;
+      noise is not).
+    """
+    out: dict[str, float | None] = dict.fromkeys(
+        ("pos", "pos_band_passed", "chrom", "green", "regions_agree")
+    )
+    if not res.measurable:
+        return out
+    fs = res.rate_hz
+    ok = np.isfinite(means[:, :, 3]).all(axis=1)
+    colours = np.full((len(t), 3), np.nan)
+    for i in np.flatnonzero(ok):
+        colours[i] = pooled(means[i])[0]
+    bgr = even_trace(t, colours, fs)
+    if bgr is None:
+        return out
+    rgb = bgr[:, ::-1]
+    out["pos"] = res.snr_db
+    out["pos_band_passed"] = spectrum_snr(band_pass(pos_signal(rgb, fs), fs), fs)[0]
+    out["chrom"] = spectrum_snr(chrom_signal(rgb, fs), fs)[0]
+    out["green"] = spectrum_snr(detrend(rgb[:, 1] / rgb[:, 1].mean()), fs)[0]
+    spectra = []
+    for k in range(len(REGIONS)):
+        region = np.where(ok[:, None], means[:, k, :3], np.nan)
+        even = even_trace(t, region, fs)
+        if even is None or len(even) != len(bgr):
+            return out
+        h = detrend(pos_signal(even[:, ::-1], fs))
+        f, p = power(h, fs)
+        inb = (f >= BAND_HZ[0]) & (f <= min(BAND_HZ[1], 0.95 * fs / 2))
+        spectra.append(p / max(p[inb].sum(), 1e-30))
+    g = np.exp(np.mean(np.log(np.array(spectra) + 1e-30), axis=0))
+    out["regions_agree"] = snr_of_spectrum(f, g, fs, len(bgr))
+    return out
+
+
+def power(x: np.ndarray, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies and power of the Hann-windowed ``x`` at 0.02 Hz bins (as
+    :func:`liveness.pulse.spectrum_snr`)."""
+    n = len(x)
+    nfft = max(int(2 ** np.ceil(np.log2(rate_hz / 0.02))), n)
+    return np.fft.rfftfreq(nfft, 1.0 / rate_hz), np.abs(
+        np.fft.rfft((x - x.mean()) * np.hanning(n), nfft)
+    ) ** 2
+
+
+def snr_of_spectrum(f: np.ndarray, p: np.ndarray, rate_hz: float, n: int) -> float:
+    """:func:`liveness.pulse.spectrum_snr`'s peak-against-band SNR of a given spectrum."""
+    inb = (f >= BAND_HZ[0]) & (f <= min(BAND_HZ[1], 0.95 * rate_hz / 2))
+    peak = f[inb][np.argmax(p[inb])]
+    hw = max(0.15, rate_hz / n)
+    sig = inb & ((np.abs(f - peak) <= hw) | (np.abs(f - 2 * peak) <= hw))
+    return float(10 * np.log10(p[sig].sum() / max(p[inb & ~sig].sum(), 1e-30)))
+
+
+# The real live clips of issue 10 that the texture models score low (0.36-0.59).
+LOW_TEXTURE = ("blink_2x_tiny", "taehyunan", "61dc1b75", "rohintangirala", "Momin-Rauf")
+
+
+def issue10(rows: list[dict]) -> dict:
+    """The pulse SNR (POS) of the low-texture live clips of issue 10 against the real replays:
+    could a pulse lift the first without lifting the second?"""
+    low = {
+        str(r["clip"]).split("/")[-1]: r["skin"]["snr_db"] if r["skin"]["measurable"]
+        else r["skin"]["why"]
+        for r in rows
+        if r["kind"] == "live" and any(k in str(r["clip"]) for k in LOW_TEXTURE)
+    }  # fmt: skip
+    replays = [
+        r["skin"]["snr_db"] for r in rows if r["kind"] == "replay" and r["skin"]["measurable"]
+    ]
+    return {
+        "low_texture_live": low,
+        "real_replays_measurable": len(replays),
+        "real_replay_max_snr_db": max(replays) if replays else None,
+        "lifted_above_every_real_replay": sorted(
+            k for k, v in low.items() if isinstance(v, float) and replays and v > max(replays)
+        ),
     }
 
 
@@ -368,6 +512,8 @@ def main(argv: list[str] | None = None) -> dict:
             back, _ = cue(d["t"], d["back"])
             r["skin"] = res.to_dict()
             r["back"] = back.to_dict()
+            r["scores"] = variant_scores(d["t"], d["skin"], res)
+            r["back_scores"] = variant_scores(d["t"], d["back"], back)
             r["ms"] = {"regions": float(d["roi_ms"]), "signal": ms, "frames": len(d["t"])}
     finally:
         lm.close()
@@ -377,6 +523,12 @@ def main(argv: list[str] | None = None) -> dict:
          "pulse": r["skin"], "background": r["back"], "ms": r["ms"]}
         for r in ok
     ]  # fmt: skip
+    # the background of the real clips: real cameras, no pulse (module docstring)
+    with_null = ok + [
+        {"kind": "background_null", "subject": r["subject"], "scores": r["back_scores"]}
+        for r in ok
+        if r["source"] == "shared" and r["back"]["measurable"]
+    ]
     per_clip_ms = [r["ms"]["regions"] + r["ms"]["signal"] for r in ok]
     per_frame_ms = [
         (r["ms"]["regions"]) / max(r["skin"]["frames"], 1) for r in ok if r["skin"]["frames"]
@@ -387,7 +539,11 @@ def main(argv: list[str] | None = None) -> dict:
         "max_seconds": args.max_seconds,
         "errors": [{"clip": str(r["clip"]), "error": r["error"]} for r in rows if "error" in r],
         "groups": groups(ok),
-        "separation": separation(ok, args.live_pass),
+        "separation": {
+            key: separation(with_null, key, args.live_pass)
+            for key in ("pos", "pos_band_passed", "chrom", "green", "regions_agree")
+        },
+        "issue10": issue10(ok),
         "cost_ms": {"per_clip": summary(per_clip_ms), "per_face_frame": summary(per_frame_ms)},
         "clips": clips,
     }

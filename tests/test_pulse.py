@@ -83,3 +83,39 @@ def test_region_means_follow_the_mesh():
     assert np.allclose(colour, [0, 80, 0]) and n == m[:, 3].sum()
     gone = P.roi_means(img, pts + 1000)  # off the image
     assert (gone[:, 3] == 0).all() and np.isnan(gone[:, :3]).all()
+
+
+@pytest.fixture(scope="module")
+def landmarks(model_dir):
+    from liveness.landmarks import FaceLandmarks
+    from liveness.runtime import Runtime
+
+    lm = FaceLandmarks(Runtime(model_dir).path("face_landmarker"), workers=1)
+    yield lm
+    lm.close()
+
+
+def _clip(landmarks, path):
+    from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, load_video
+
+    v = load_video(path, sample_fps=15.0, limits=VideoLimits(formats=LAB_VIDEO_FORMATS))
+    return P.pulse_of_frames(v.frames, landmarks.analyse(v.frames))
+
+
+def test_the_pulse_of_a_real_face_recorded_for_rppg_is_found(landmarks, data_dir):
+    # the Eulerian Video Magnification "face" clip: a still face in even light, 10 s, whose
+    # pulse is visible once magnified; the strongest pulse of the shared live clips
+    r = _clip(
+        landmarks,
+        data_dir / "videos-wild/rohintangirala__eulerian-remote-heartrate-detection__face.mp4",
+    )
+    assert r.measurable, r.why
+    assert r.snr_db > 6.0
+    assert 40 <= 60 * r.hz <= 70  # a resting heart rate
+    assert r.seconds == pytest.approx(10.0, abs=0.2)
+
+
+def test_a_three_second_real_clip_is_not_measurable(landmarks, data_dir):
+    r = _clip(landmarks, data_dir / "videos-wild/rizkiarm__LipNet__lbbc2a.mpg")
+    assert not r.measurable and r.snr_db is None
+    assert "s of face" in r.why and r.frames > 40
