@@ -15,13 +15,14 @@ evidence. Two more kinds make the prints harder: ``print_fill_relit`` and
 sheen that swing with the hand in the pulse band, exposure and white-balance hunting, shot
 noise).
 
-Each clip is decoded at the pipeline's 15 frames a second (the first ``--max-seconds``),
-the landmarker follows the face, and per frame the mean colour and pixel count of the
-forehead and cheek regions (:func:`liveness.pulse.roi_means`) are cached in
-``out/pulse/traces/`` (three means per frame; no frame or face is kept). Alongside, the same
-regions moved sideways by 1.3 face widths onto the background (tracked with the face, on the
-side that stays in the image): real camera noise, compression and exposure drift without a
-pulse, a **real-camera null** for the cue.
+Each clip is decoded at the pipeline's 15 frames a second (``--sample-fps``; 0: every
+frame), the first ``--max-seconds``; the landmarker follows the face, and per frame the
+mean colour and pixel count of the forehead and cheek regions
+(:func:`liveness.pulse.roi_means`) are cached in ``out/pulse/traces/`` (three means per
+frame; no frame or face is kept). Alongside, the same regions moved sideways by 1.3 face
+widths onto the background (tracked with the face, on the side that stays in the image):
+real camera noise, compression and exposure drift without a pulse, a **real-camera null**
+for the cue.
 
 Reported (JSON, last line):
 
@@ -93,7 +94,7 @@ def background_points(points: np.ndarray, width: int) -> np.ndarray | None:
     return None
 
 
-def extract(path: Path, landmarks, max_seconds: float) -> dict:
+def extract(path: Path, landmarks, max_seconds: float, sample_fps: float = SAMPLE_FPS) -> dict:
     """Times, per-frame region means of the skin and of the background, and the cue's own
     cost (ms) for the first ``max_seconds`` of the clip at ``path``."""
     lock = threading.Lock()
@@ -133,7 +134,7 @@ def extract(path: Path, landmarks, max_seconds: float) -> dict:
 
     limits = VideoLimits(formats=LAB_VIDEO_FORMATS)
     try:
-        load_video(path, sample_fps=SAMPLE_FPS, limits=limits, on_frame=push, keep_frames=False)
+        load_video(path, sample_fps=sample_fps, limits=limits, on_frame=push, keep_frames=False)
     except BaseException:
         stream.abort()
         raise
@@ -476,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--attack-seconds", type=float, default=10.0,
                     help="length of the generated attacks (default 10; benchmarks.attacks "
                     "makes 4 s ones, too short for a pulse)")  # fmt: skip
+    ap.add_argument("--sample-fps", type=float, default=SAMPLE_FPS,
+                    help="decoding rate (default 15, the pipeline's; 0: every frame)")  # fmt: skip
     ap.add_argument("--refresh", action="store_true", help="recompute the cached traces")
     ap.add_argument("--max-seconds", type=float, default=30.0, help="of each clip (default 30)")
     ap.add_argument("--live-pass", type=float, default=0.95,
@@ -484,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_progress(False if args.no_progress else None)
 
     data = Path(os.environ.get("LIVENESS_DATA_DIR", ROOT.parent / "shared" / "data"))
-    cache = OUT / "traces"
+    cache = OUT / ("traces" if args.sample_fps == SAMPLE_FPS else f"traces_{args.sample_fps:g}fps")
     cache.mkdir(parents=True, exist_ok=True)
     lm = build_landmarker(Runtime(args.model_dir), workers=2)
     lm.warm_up()
@@ -502,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
             f = cache / name
             if args.refresh or not f.exists():
                 try:
-                    d = extract(r["path"], lm, args.max_seconds)
+                    d = extract(r["path"], lm, args.max_seconds, args.sample_fps)
                 except Exception as exc:  # an unreadable clip is a row, not a stop
                     r["error"] = f"{type(exc).__name__}: {exc}"
                     continue
@@ -535,7 +538,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     result = {
         "benchmark": "pulse",
-        "sample_fps": SAMPLE_FPS,
+        "sample_fps": args.sample_fps,
         "max_seconds": args.max_seconds,
         "errors": [{"clip": str(r["clip"]), "error": r["error"]} for r in rows if "error" in r],
         "groups": groups(ok),
