@@ -119,3 +119,19 @@ def test_a_three_second_real_clip_is_not_measurable(landmarks, data_dir):
     r = _clip(landmarks, data_dir / "videos-wild/rizkiarm__LipNet__lbbc2a.mpg")
     assert not r.measurable and r.snr_db is None
     assert "s of face" in r.why and r.frames > 40
+
+
+def test_the_benchmark_fits_its_threshold_without_the_subject_it_scores():
+    from benchmarks.pulse import separation
+
+    rows = [{"kind": "live", "subject": f"s{i}", "scores": {"pos": float(i)}} for i in range(20)]
+    rows.append({"kind": "live", "subject": "s0", "scores": {"pos": None}})  # not measurable
+    rows.append({"kind": "print", "subject": "s0", "scores": {"pos": 0.5}})
+    rows.append({"kind": "print", "subject": "s19", "scores": {"pos": 0.5}})
+    sep = separation(rows, "pos", live_pass=0.95)
+    # t is the 5 % quantile of the other subjects' measurable live SNRs: without s0 it is 1,
+    # so s0's print (0.5) fails; with s0 it is 0, so s19's print passes
+    assert sep["loso_pass"]["print"] == {"clips": 2, "passed": 1, "rate": 0.5}
+    assert sep["loso_pass"]["live"]["clips"] == 21
+    assert sep["loso_pass"]["live"]["passed"] == 19  # s0 (0.0 < 1) and the unmeasurable one
+    assert sep["auc_live_above_kind"]["print"] == pytest.approx(19 / 20)
