@@ -27,12 +27,12 @@ signal, measured by ``python -m benchmarks.pulse``.
 
 **Not a liveness vote.** Measured by ``python -m benchmarks.pulse`` on every shared live
 clip, the shared replays and mask, and every generated attack kind (``benchmarks/README.md``,
-"Pulse (rPPG)"): 18 of 49 real live clips are too short to measure (3 s and less), and on the
-rest the SNR of real faces does not stand above that of printed photos (live median -0.9 dB;
-generated prints -0.7 to +1.4 dB; a threshold that keeps 95 % of live clips lets every print
-through; POS, CHROM, green and region agreement alike). On short, compressed, moving
-selfie clips the pulse is below the noise, so this module is a measurement only: nothing in
-the decision uses it.
+"Pulse (rPPG)"): 18 of 49 real live clips are not measurable (16 of them 3 s or shorter),
+and on the rest the SNR of real faces does not stand above that of printed photos (live
+median -0.9 dB; generated print kinds, medians -0.9 to +1.4 dB; a threshold that keeps
+95 % of live clips lets every print through; POS, CHROM, green and region agreement
+alike). On short, compressed, moving selfie clips the pulse is below the noise, so this
+module is a measurement only: nothing in the decision uses it.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from .landmarks import FaceMesh
 from .video import Frame
 
 # Skin regions of the 478-point mesh (convex hulls of these points): the forehead above the
-# brows, and each cheek below the eye, clear of the nose and the mouth. They are the regions
-# used by pyVHR (Boccignone et al. 2022) for its landmark-based skin patches.
+# brows, and each cheek below the eye, clear of the nose and the mouth (checked by eye on
+# shared clips: talking_head_wda_1, a print_fill attack).
 FOREHEAD = (107, 66, 69, 109, 10, 338, 299, 296, 336, 9, 151, 108, 337)
 RIGHT_CHEEK = (118, 119, 100, 126, 209, 49, 129, 203, 205, 50)  # the person's right
 LEFT_CHEEK = (347, 348, 329, 355, 429, 279, 358, 423, 425, 280)
