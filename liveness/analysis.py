@@ -14,6 +14,7 @@ of its own. The attack evidence that follows (3D consistency, fusion, the motion
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -78,22 +79,31 @@ class Evidence:
 
 
 class Clock:
-    """Adds the wall time of each ``with clock("stage"):`` block to ``timings`` (ms)."""
+    """Adds the wall time of each ``with clock("stage"):`` block to ``timings`` (ms).
+    Blocks may run on several threads at once (each ``clock(stage)`` is its own timer)."""
 
     def __init__(self, timings: dict[str, float] | None = None) -> None:
         self.timings = {} if timings is None else timings
         self.start = time.perf_counter()
+        self._lock = threading.Lock()
 
-    def __call__(self, stage: str) -> Clock:
-        self._stage = stage
-        return self
+    def __call__(self, stage: str) -> _Timer:
+        return _Timer(self, stage)
+
+    def add(self, stage: str, ms: float) -> None:
+        with self._lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + ms
+
+
+class _Timer:
+    def __init__(self, clock: Clock, stage: str) -> None:
+        self._clock, self._stage = clock, stage
 
     def __enter__(self) -> None:
         self._t = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
-        ms = (time.perf_counter() - self._t) * 1000
-        self.timings[self._stage] = self.timings.get(self._stage, 0.0) + ms
+        self._clock.add(self._stage, (time.perf_counter() - self._t) * 1000)
 
 
 # -- the face analysis ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from .challenges import ActionEvent
 from .fusion import FusionParams, fused_score
-from .geometry import consistency
+from .geometry import Consistency, consistency
 from .landmarks import FaceMesh
 from .reasons import Reason, ReasonCode
 from .video import Video
@@ -70,11 +70,16 @@ def motion_evidence(
 
 
 def attack_evidence(
-    meshes: list[FaceMesh | None], out: Evidence, fusion: FusionParams | None
+    meshes: list[FaceMesh | None],
+    out: Evidence,
+    fusion: FusionParams | None,
+    whole: Consistency | None = None,
 ) -> None:
-    """3D consistency over the whole clip and over each head-movement step of the
-    challenge (a flat face in any of them is refused), then the fused live score."""
-    whole = consistency(meshes)
+    """3D consistency over the whole clip (``whole``, when already judged: it needs only
+    the meshes, so :class:`~liveness.verify.Verifier` judges it while the faces are
+    analysed) and over each head-movement step of the challenge (a flat face in any of
+    them is refused), then the fused live score."""
+    whole = consistency(meshes) if whole is None else whole
     steps = [consistency(meshes, window=w) for w in out.head_windows]
     out.liveness.geometry = whole.to_dict() | {"steps": [c.to_dict() for c in steps]}
     flat = [c for c in [whole, *steps] if c.verdict == "flat"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from . import models as registry
@@ -20,6 +21,7 @@ from .decision import MatchCalibration, Policy
 from .errors import InputError, SetupError
 from .evidence import attack_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
+from .geometry import consistency
 from .keep import FrameKeeper
 from .landmark_plan import LandmarkPlan
 from .parts import (
@@ -111,6 +113,23 @@ class VerifierConfig:
     # this many times more than the nose and forehead after the face's planar motion is
     # taken out (liveness.appearance; measured in benchmarks/README.md, "Appearance check").
     event_appearance: AppearanceThresholds = field(default_factory=AppearanceThresholds)
+
+
+def mesh_evidence(meshes, kept, mirrored: bool, cfg: VerifierConfig, clock: Clock, rest=None):
+    """The actions the meshes show, kept where the pixels confirm them
+    (:func:`liveness.appearance.confirm_events`: the events and each check), and the whole
+    clip's 3D consistency (:func:`liveness.geometry.consistency`). ``rest``: the evenly
+    spaced meshes that give the actions' rest values (a landmark plan's first pass)."""
+    with clock("actions"):
+        events, checks = confirm_events(
+            detect_actions(meshes, mirrored=mirrored, rest=rest),
+            kept.face_thumbs,
+            meshes,
+            thresholds=cfg.event_appearance,
+        )
+    with clock("geometry"):
+        whole = consistency(meshes)
+    return events, checks, whole
 
 
 class Verifier:
@@ -315,13 +334,24 @@ class Verifier:
         out.video |= {"frames_held_peak": kept.peak_frames, "held_mb_peak": kept.peak_mb}
         out.video["frames_landmarked"] = len(meshes)
         even = stream.evenly_spaced() if plan is not None else meshes  # see landmark_plan
-        with clock("actions"):
-            events, checks = confirm_events(
-                detect_actions(meshes, mirrored=mirrored, rest=even),
-                kept.face_thumbs,
+        # What the meshes alone show (the actions, checked in the pixels, and the whole
+        # clip's 3D consistency) is worked out on a second thread while the faces are
+        # detected, embedded and scored: each stage waits in native code most of the time.
+        with ThreadPoolExecutor(1, thread_name_prefix="mesh-evidence") as side:
+            from_meshes = side.submit(mesh_evidence, meshes, kept, mirrored, cfg, clock, even)
+            faces = analyse_faces(
+                video,
                 meshes,
-                thresholds=cfg.event_appearance,
+                ref,
+                self.parts,
+                self.calibration,
+                cfg,
+                clock,
+                measures=kept.measures,
+                no_face_samples=kept.no_face_samples,
+                face_fraction=sum(m is not None for m in even) / max(len(even), 1),
             )
+            events, checks, whole = from_meshes.result()
         out.liveness.temporal = motion_evidence(even, events, checks)
         if claims is not None:
             check = self.challenges.check(claims, events, video.duration_s)
@@ -329,21 +359,9 @@ class Verifier:
             out.head_windows = check.head_windows
             out.liveness.challenge = check.evidence
             out.reasons += check.reasons
-        faces = analyse_faces(
-            video,
-            meshes,
-            ref,
-            self.parts,
-            self.calibration,
-            cfg,
-            clock,
-            measures=kept.measures,
-            no_face_samples=kept.no_face_samples,
-            face_fraction=sum(m is not None for m in even) / max(len(even), 1),
-        )
         out.add_faces(faces)
         with clock("attack_evidence"):
-            attack_evidence(meshes, out, self.fusion)
+            attack_evidence(meshes, out, self.fusion, whole)
         motion_gate(video, out, cfg)
         return self._finish(out, clock, claims, now)
 
