@@ -106,7 +106,7 @@ def frame_bound(
     the frames held are among those, after it the decoder waits for the pending ones to
     come back under ``max_pending`` again; and the frames from the newest first-pass frame
     on are pushed whatever the count, so the pending ones can be ``plan_spacing``
-    (:meth:`~liveness.landmark_plan.LandmarkPlan.spacing`: 4 at 15 fps) when that is more
+    (:meth:`~liveness.landmark_plan.LandmarkPlan.spacing`: 7 at 15 fps) when that is more
     than ``max_pending``."""
     best = candidate_bound(best_k, window_bound(sample_fps))
     keyframes = math.floor(max_duration_s / keyframe_every_s) + 1

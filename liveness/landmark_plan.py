@@ -126,9 +126,11 @@ class LandmarkPlan:
         return math.ceil(self.rest_after_s * (sample_fps or 30.0)) + 1
 
     def spacing(self, sample_fps: float | None) -> int:
-        """Most sampled frames from one first-pass frame to the next (one more for the
-        sampler catching up after a gap in the source)."""
-        return math.ceil((sample_fps or 30.0) / self.first_pass_fps) + 1
+        """Most sampled frames from one first-pass frame to the next, that one included:
+        the decoder's sampler keeps frames at least half a step apart (``1 / (2 *
+        sample_fps)``, when it catches up after a gap in the source) and the next
+        first-pass frame comes at most ``1 / first_pass_fps`` later (7 at 15 fps)."""
+        return math.ceil(2 * (sample_fps or 30.0) / self.first_pass_fps) + 1
 
 
 class FirstPass:

@@ -184,7 +184,7 @@ def test_the_bound_with_the_plan_is_the_bound_without_it():
         max_duration_s=cfg.limits.max_duration_s,
         max_pending=cfg.max_pending_frames,
     )
-    assert plan.hold_frames(15.0) == 31 and plan.spacing(15.0) == 4
+    assert plan.hold_frames(15.0) == 31 and plan.spacing(15.0) == 7
     with_plan = frame_bound(
         **common, plan_hold=plan.hold_frames(15.0), plan_spacing=plan.spacing(15.0)
     )
