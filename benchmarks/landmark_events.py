@@ -72,13 +72,7 @@ def landmark(lm: FaceLandmarks, frames: list[Frame], plan: LandmarkPlan | None):
     pass over ``frames``."""
     c0 = _cpu()
     stream = lm.stream(plan=plan, sample_fps=SAMPLE_FPS)
-    try:
-        for f in frames:
-            stream.push(f)
-    except BaseException:
-        stream.abort()
-        raise
-    meshes = stream.finish()
+    meshes = stream.run(frames)
     cpu = _cpu() - c0
     kept = stream.select(frames)
     events = detect_actions(meshes, rest=stream.evenly_spaced())

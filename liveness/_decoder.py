@@ -57,30 +57,29 @@ def frame_allowance(width: int, height: int) -> int:
     return 32 * 1024 * 1024 + 24 * width * height * 3
 
 
+def _status_kb(field: bytes) -> int | None:
+    """One ``kB`` field of ``/proc/self/status`` in bytes (``None``: unreadable)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _peak_rss() -> int:
     """This process's peak resident memory in bytes: ``VmHWM``, which belongs to the address
     space made at exec (``ru_maxrss`` is inherited across exec from the parent that forked
     us, a server holding its models, and would hide the decoder's own growth)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    got = _status_kb(b"VmHWM:")
+    return got if got is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _mapped() -> int:
     """This process's address space now, in bytes (``VmSize``; 0 if unreadable)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_kb(b"VmSize:") or 0
 
 
 def _decode(args: dict, out) -> dict:

@@ -63,7 +63,7 @@ import numpy as np
 from .challenges import DetectorConfig, measure_signals, mode
 from .errors import InputError
 from .landmarks import FaceMesh
-from .video import Frame
+from .video import Frame, Sampler
 
 # Mesh points of each eye: corners, lids and iris centre.
 _EYES = (
@@ -133,22 +133,9 @@ class LandmarkPlan:
         return math.ceil(2 * (sample_fps or 30.0) / self.first_pass_fps) + 1
 
 
-class FirstPass:
-    """Keeps a frame for the first pass when its time reaches the next planned instant
-    (the rule of the decoder's sampler: the rate does not drift)."""
-
-    def __init__(self, fps: float) -> None:
-        self.step = 1.0 / fps
-        self.next_t: float | None = None
-
-    def keep(self, t: float) -> bool:
-        if self.next_t is None:
-            self.next_t = t + self.step
-            return True
-        if t + 1e-6 < self.next_t:
-            return False
-        self.next_t = max(self.next_t + self.step, t + self.step / 2)
-        return True
+# The first pass keeps a frame when its time reaches the next planned instant: the rule of
+# the decoder's sampler, so that its rate does not drift.
+FirstPass = Sampler
 
 
 # -- the eye closure and held actions against rest values --------------------------------

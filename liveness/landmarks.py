@@ -166,14 +166,7 @@ class FaceLandmarks:
 
     def analyse(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
         """One :class:`FaceMesh` (or ``None`` where no face was found) per frame, in order."""
-        stream = self.stream()
-        try:
-            for f in frames:
-                stream.push(f)
-        except BaseException:
-            stream.abort()
-            raise
-        return stream.finish()
+        return self.stream().run(frames)
 
     def stream(
         self,
@@ -286,6 +279,17 @@ class LandmarkStream:
         with frames not pushed yet (the caller must not wait for them to come back before
         pushing more). Read without a lock: the caller polls."""
         return self._planner is not None and self._planner.waits_for_input(oldest)
+
+    def run(self, frames: Sequence[Frame]) -> list[FaceMesh | None]:
+        """Push every one of ``frames``, then :meth:`finish` (or :meth:`abort` when a push
+        fails)."""
+        try:
+            for f in frames:
+                self.push(f)
+        except BaseException:
+            self.abort()
+            raise
+        return self.finish()
 
     def finish(self) -> list[FaceMesh | None]:
         """Wait for the landmarks; one mesh (or ``None``: no face) per landmarked frame, in

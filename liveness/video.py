@@ -204,8 +204,9 @@ def _shrink(image: np.ndarray, long_side: int) -> np.ndarray:
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
 
 
-class _Sampler:
-    """Keeps a frame when its time reaches the next sampling instant."""
+class Sampler:
+    """Keeps a frame when its time reaches the next sampling instant (the decoder's rule;
+    also the landmark plan's first pass, :class:`liveness.landmark_plan.FirstPass`)."""
 
     def __init__(self, sample_fps: float | None) -> None:
         self.step = 1.0 / sample_fps if sample_fps else 0.0
@@ -625,7 +626,7 @@ def _from_frames(
     on_frame: Callable[[Frame], None] | None = None,
     keep_frames: bool = True,
 ) -> Video:
-    sampler = _Sampler(sample_fps)
+    sampler = Sampler(sample_fps)
     # Frames have no file bytes; the digest of the analysed pixels and times stands in for
     # it, so that the same frames submitted twice are recognised (see sessions).
     digest = hashlib.sha256()

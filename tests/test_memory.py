@@ -25,7 +25,7 @@ from liveness.keep import (
 )
 from liveness.quality import QualityThresholds, best_frames
 from liveness.verify import VerifierConfig
-from liveness.video import Frame, _Sampler
+from liveness.video import Frame, Sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_best_frames_are_always_among_the_kept_candidates(seed):
     src_fps = rng.uniform(10, 60)
     gaps = rng.choice([0, 0.3], 2000, p=[0.97, 0.03])
     t_src = np.cumsum(rng.exponential(1 / src_fps, 2000) + gaps)
-    sampler = _Sampler(15.0)
+    sampler = Sampler(15.0)
     times = [float(t) for t in t_src if sampler.keep(float(t))][:900]
     base = rng.uniform(0, 1, len(times))
     scores = np.where(rng.uniform(size=len(times)) < 0.3, 0.0, np.round(base, 1)).tolist()
