@@ -64,8 +64,10 @@ from liveness.pulse import (
     PulseResult,
     detrend,
     longest_run,
+    peak_snr,
     pooled,
     pos_signal,
+    power_spectrum,
     pulse,
     resample,
     roi_means,
@@ -384,31 +386,12 @@ def variant_scores(t: np.ndarray, means: np.ndarray, res: PulseResult) -> dict[s
         if even is None or len(even) != len(bgr):
             return out
         h = detrend(pos_signal(even[:, ::-1], fs))
-        f, p = power(h, fs)
+        f, p = power_spectrum(h, fs)
         inb = (f >= BAND_HZ[0]) & (f <= min(BAND_HZ[1], 0.95 * fs / 2))
         spectra.append(p / max(p[inb].sum(), 1e-30))
     g = np.exp(np.mean(np.log(np.array(spectra) + 1e-30), axis=0))
-    out["regions_agree"] = snr_of_spectrum(f, g, fs, len(bgr))
+    out["regions_agree"] = peak_snr(f, g, fs, len(bgr))[0]
     return out
-
-
-def power(x: np.ndarray, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies and power of the Hann-windowed ``x`` at 0.02 Hz bins (as
-    :func:`liveness.pulse.spectrum_snr`)."""
-    n = len(x)
-    nfft = max(int(2 ** np.ceil(np.log2(rate_hz / 0.02))), n)
-    return np.fft.rfftfreq(nfft, 1.0 / rate_hz), np.abs(
-        np.fft.rfft((x - x.mean()) * np.hanning(n), nfft)
-    ) ** 2
-
-
-def snr_of_spectrum(f: np.ndarray, p: np.ndarray, rate_hz: float, n: int) -> float:
-    """:func:`liveness.pulse.spectrum_snr`'s peak-against-band SNR of a given spectrum."""
-    inb = (f >= BAND_HZ[0]) & (f <= min(BAND_HZ[1], 0.95 * rate_hz / 2))
-    peak = f[inb][np.argmax(p[inb])]
-    hw = max(0.15, rate_hz / n)
-    sig = inb & ((np.abs(f - peak) <= hw) | (np.abs(f - 2 * peak) <= hw))
-    return float(10 * np.log10(p[sig].sum() / max(p[inb & ~sig].sum(), 1e-30)))
 
 
 # The real live clips of issue 10 that the texture models score low (0.36-0.59).

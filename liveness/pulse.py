@@ -237,12 +237,34 @@ def spectrum_snr(
     where that is in the band (the pulse wave is not a sine); noise: the rest of the band.
     Returns ``(snr_db, peak_hz)``; ``(-inf, nan)`` when the band is empty or silent."""
     n = len(x)
-    lo, hi = band[0], min(band[1], 0.95 * rate_hz / 2)
-    if n < 4 or hi <= lo:
+    if n < 4:
         return float("-inf"), float("nan")
+    f, spec = power_spectrum(x, rate_hz)
+    return peak_snr(f, spec, rate_hz, n, band, half_width)
+
+
+def power_spectrum(x: np.ndarray, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies and power of the Hann-windowed, zero-mean ``x`` (even samples at
+    ``rate_hz``), zero-padded to 0.02 Hz bins."""
+    n = len(x)
     nfft = max(int(2 ** np.ceil(np.log2(rate_hz / 0.02))), n)
     spec = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(n), nfft)) ** 2
-    f = np.fft.rfftfreq(nfft, 1.0 / rate_hz)
+    return np.fft.rfftfreq(nfft, 1.0 / rate_hz), spec
+
+
+def peak_snr(
+    f: np.ndarray,
+    spec: np.ndarray,
+    rate_hz: float,
+    n: int,
+    band: tuple[float, float] = BAND_HZ,
+    half_width: float = 0.15,
+) -> tuple[float, float]:
+    """:func:`spectrum_snr` of a power spectrum ``spec`` at frequencies ``f``
+    (:func:`power_spectrum` of ``n`` samples at ``rate_hz``)."""
+    lo, hi = band[0], min(band[1], 0.95 * rate_hz / 2)
+    if hi <= lo:
+        return float("-inf"), float("nan")
     inb = (f >= lo) & (f <= hi)
     if not inb.any() or spec[inb].sum() <= 0:
         return float("-inf"), float("nan")
