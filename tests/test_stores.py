@@ -169,6 +169,15 @@ def test_begin_verification_end_to_end(keyring, store):
     assert e.value.code == TOKEN_INVALID
 
 
+def _in_threads(worker, n: int, timeout: float) -> None:
+    """Run ``worker`` on ``n`` threads at once and wait for them (each up to ``timeout``)."""
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+
+
 def test_one_session_from_many_threads(store):
     c = claims()
     store.record_issued(c)
@@ -187,11 +196,7 @@ def test_one_session_from_many_threads(store):
         with lock:
             out.append(r)
 
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _in_threads(worker, n, timeout=60)
     assert Counter(out) == {"ok": 1, SESSION_ALREADY_USED: n - 1}
 
 
@@ -385,11 +390,7 @@ def test_one_recording_from_many_threads_is_kept_at_most_once(store):
                 with lock:
                     kept.append(rec)
 
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    _in_threads(worker, n, timeout=120)
     assert max(Counter(kept).values(), default=0) <= 1, Counter(kept)
     # Exactly the kept ones are in the store (refused calls dropped their own records)...
     assert sorted(kept_texts(store)) == sorted(kept)
