@@ -1,5 +1,7 @@
 """Attack evidence beyond the PAD models, and the liveness gates built on it.
 
+* :func:`mesh_evidence`: the actions confirmed in the pixels and the whole clip's 3D
+  consistency, from the meshes alone;
 * :func:`motion_evidence`: what the face did on its own (actions, expression motion);
 * :func:`attack_evidence`: 3D consistency over the clip and each head-movement step
   (:mod:`liveness.geometry`; a flat face is ``FLAT_FACE``), then the fused live score
@@ -12,12 +14,13 @@ Each works on the call's :class:`~liveness.analysis.Evidence`; the thresholds ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .challenges import ActionEvent
+from .appearance import AppearanceThresholds, FaceThumb, confirm_events
+from .challenges import ActionEvent, detect_actions
 from .fusion import FusionParams, fused_score
 from .geometry import Consistency, consistency
 from .landmarks import FaceMesh
@@ -25,7 +28,7 @@ from .reasons import Reason, ReasonCode
 from .video import Video
 
 if TYPE_CHECKING:
-    from .analysis import Evidence
+    from .analysis import Clock, Evidence
     from .verify import VerifierConfig
 
 
@@ -67,6 +70,32 @@ def motion_evidence(
         # the appearance check of each blink / smile / open mouth the landmarks showed
         "appearance": [c.to_dict() for c in checks],
     }
+
+
+def mesh_evidence(
+    meshes: list[FaceMesh | None],
+    thumbs: Mapping[int, FaceThumb],
+    mirrored: bool,
+    thresholds: AppearanceThresholds,
+    clock: Clock,
+    rest: list[FaceMesh | None] | None = None,
+) -> tuple[list[ActionEvent], list, Consistency]:
+    """What the meshes alone show: the actions, kept where the pixels confirm them
+    (:func:`liveness.appearance.confirm_events` on ``thumbs``: the events and each check),
+    and the whole clip's 3D consistency (:func:`liveness.geometry.consistency`), for
+    :func:`attack_evidence`'s ``whole``. ``rest``: the evenly spaced meshes that give the
+    actions' rest values (a landmark plan's first pass). Needs no face analysis, so
+    :class:`~liveness.verify.Verifier` runs it on a second thread beside it."""
+    with clock("actions"):
+        events, checks = confirm_events(
+            detect_actions(meshes, mirrored=mirrored, rest=rest),
+            thumbs,
+            meshes,
+            thresholds=thresholds,
+        )
+    with clock("geometry"):
+        whole = consistency(meshes)
+    return events, checks, whole
 
 
 def attack_evidence(

@@ -15,13 +15,11 @@ from dataclasses import dataclass, field, replace
 
 from . import models as registry
 from .analysis import Clock, Evidence, analyse_faces, conclude, reference_info, video_info
-from .appearance import AppearanceThresholds, confirm_events
-from .challenges import detect_actions
+from .appearance import AppearanceThresholds
 from .decision import MatchCalibration, Policy
 from .errors import InputError, SetupError
-from .evidence import attack_evidence, motion_evidence, motion_gate
+from .evidence import attack_evidence, mesh_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
-from .geometry import consistency
 from .keep import FrameKeeper
 from .landmark_plan import LandmarkPlan
 from .parts import (
@@ -116,23 +114,6 @@ class VerifierConfig:
     # this many times more than the nose and forehead after the face's planar motion is
     # taken out (liveness.appearance; measured in benchmarks/README.md, "Appearance check").
     event_appearance: AppearanceThresholds = field(default_factory=AppearanceThresholds)
-
-
-def mesh_evidence(meshes, kept, mirrored: bool, cfg: VerifierConfig, clock: Clock, rest=None):
-    """The actions the meshes show, kept where the pixels confirm them
-    (:func:`liveness.appearance.confirm_events`: the events and each check), and the whole
-    clip's 3D consistency (:func:`liveness.geometry.consistency`). ``rest``: the evenly
-    spaced meshes that give the actions' rest values (a landmark plan's first pass)."""
-    with clock("actions"):
-        events, checks = confirm_events(
-            detect_actions(meshes, mirrored=mirrored, rest=rest),
-            kept.face_thumbs,
-            meshes,
-            thresholds=cfg.event_appearance,
-        )
-    with clock("geometry"):
-        whole = consistency(meshes)
-    return events, checks, whole
 
 
 class Verifier:
@@ -341,7 +322,15 @@ class Verifier:
         # clip's 3D consistency) is worked out on a second thread while the faces are
         # detected, embedded and scored: each stage waits in native code most of the time.
         with ThreadPoolExecutor(1, thread_name_prefix="mesh-evidence") as side:
-            from_meshes = side.submit(mesh_evidence, meshes, kept, mirrored, cfg, clock, even)
+            from_meshes = side.submit(
+                mesh_evidence,
+                meshes,
+                kept.face_thumbs,
+                mirrored,
+                cfg.event_appearance,
+                clock,
+                even,
+            )
             faces = analyse_faces(
                 video,
                 meshes,
