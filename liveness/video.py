@@ -424,6 +424,16 @@ def _spawn_decoder(env: dict[str, str], warm: bool = False) -> subprocess.Popen:
     )
 
 
+def _hand_over(proc: subprocess.Popen, request: bytes) -> None:
+    """Give a decoder child its arguments; if that fails, end the child and re-raise."""
+    try:
+        proc.stdin.write(request)
+        proc.stdin.close()
+    except BaseException:
+        _end(proc)
+        raise
+
+
 def _end(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -508,15 +518,12 @@ def _decode_file(
     proc = decoders.take(env) if decoders is not None else None
     if proc is not None:
         try:
-            proc.stdin.write(request)
-            proc.stdin.close()
+            _hand_over(proc, request)
         except OSError:  # the spare died while waiting (killed from outside): start afresh
-            _end(proc)
             proc = None
     if proc is None:
         proc = _spawn_decoder(env)
-        proc.stdin.write(request)
-        proc.stdin.close()
+        _hand_over(proc, request)
     timed_out = threading.Event()
 
     def _kill() -> None:
