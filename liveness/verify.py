@@ -178,7 +178,7 @@ class Verifier:
         )
         self._low_detector = self.detector.with_threshold(cfg.low_detection_score)
         self.landmarks.warm_up()
-        self.decoders = Decoders()  # a decoder process started ahead of each video
+        self.decoders = Decoders()  # forks each video's decoder from a loaded zygote
         self._calibration = calibration
         self.fusion = FusionParams.load()  # None: the live score is the PAD score
         self.load_s = time.perf_counter() - t
@@ -390,7 +390,7 @@ class Verifier:
 
     def close(self) -> None:
         """Release the landmarker instances and worker threads (when this verifier built
-        the landmarker) and the spare decoder process."""
+        the landmarker) and the decoders' zygote process."""
         if self._owns_landmarks:
             self.landmarks.close()
         self.decoders.close()

@@ -22,6 +22,9 @@ import io
 import json
 import math
 import os
+import select
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -110,6 +113,8 @@ class Video:
     rotation_problem: str | None = None
     # Peak resident memory of the decoder child process, in bytes (files and bytes only).
     decoder_peak_rss: int | None = None
+    # CPU time of the decoder child (user + system, s), as it reported it.
+    decoder_cpu_s: float | None = None
 
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | Iterable
@@ -141,8 +146,8 @@ def load_video(
     keep_frames : ``False``: ``Video.frames`` holds each sampled frame without its pixels
         (an ``(H, W, 0)`` array), for a caller whose ``on_frame`` keeps what it needs
         (:class:`liveness.keep.FrameKeeper`); ``max_kept_bytes`` then does not apply.
-    decoders : a :class:`Decoders` that keeps a decoder process started ahead of need
-        (files and bytes only); without it each call starts its own.
+    decoders : a :class:`Decoders` whose zygote forks the decoder process (files and
+        bytes only); without it each call starts a fresh interpreter.
 
     Raises
     ------
@@ -411,85 +416,193 @@ def _decoder_env(limits: VideoLimits) -> dict[str, str]:
     }
 
 
-def _spawn_decoder(env: dict[str, str], warm: bool = False) -> subprocess.Popen:
-    """A decoder child (see :mod:`liveness._decoder`); ``warm``: it loads OpenCV and NumPy
-    straight away and then waits for its arguments (a spare, see :class:`Decoders`)."""
-    return subprocess.Popen(
-        [sys.executable, "-I", str(_DECODER), *(["--warm"] if warm else [])],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        close_fds=True,
+def _spawn_decoder(env: dict[str, str]) -> _Child:
+    """A fresh decoder child (see :mod:`liveness._decoder`)."""
+    return _Child(
+        subprocess.Popen(
+            [sys.executable, "-I", str(_DECODER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
     )
 
 
-def _hand_over(proc: subprocess.Popen, request: bytes) -> None:
+class _Child:
+    """One decoder child: its pipes, and a way to end it and wait for it.
+
+    Either a process of ours (a :class:`subprocess.Popen`) or a child forked by a
+    :class:`Decoders` zygote, followed through a pidfd (``pid``): not our child, so its
+    exit status is not known, and the pidfd makes sure that a signal reaches that process
+    and no other that took its pid after it ended."""
+
+    def __init__(self, popen=None, *, pid=None, stdin=None, stdout=None) -> None:
+        self.popen = popen
+        self.stdin = popen.stdin if popen is not None else stdin
+        self.stdout = popen.stdout if popen is not None else stdout
+        self.pidfd = os.pidfd_open(pid) if popen is None else None
+
+    def ended(self) -> bool:
+        """Whether the child has exited."""
+        if self.popen is not None:
+            return self.popen.poll() is not None
+        return self.pidfd is None or bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def exit_note(self) -> str:
+        """`` (exit N)`` where the exit status is known, else nothing."""
+        code = self.popen.returncode if self.popen is not None else None
+        return "" if code is None else f" (exit {code})"
+
+    def kill(self) -> None:
+        """Kill the child now (the wall-time timer's thread calls this); :meth:`end` waits."""
+        if self.popen is not None:
+            self.popen.kill()
+        elif self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def end(self) -> None:
+        """Kill the child unless it has exited, wait for it, close the pipes."""
+        if self.popen is not None:
+            if self.popen.poll() is None:
+                self.popen.kill()
+            self.popen.wait()
+        elif self.pidfd is not None:
+            if not self.ended():
+                self.kill()
+            select.select([self.pidfd], [], [])  # readable once it has exited
+            os.close(self.pidfd)
+            self.pidfd = None
+        for stream in (self.stdin, self.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _hand_over(proc: _Child, request: bytes) -> None:
     """Give a decoder child its arguments; if that fails, end the child and re-raise."""
     try:
         proc.stdin.write(request)
         proc.stdin.close()
     except BaseException:
-        _end(proc)
+        proc.end()
         raise
 
 
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None and not stream.closed:
-            with contextlib.suppress(OSError):
-                stream.close()
-
-
 class Decoders:
-    """Keeps one decoder child process started ahead of the next video.
+    """Decoder children forked from a zygote that has OpenCV and NumPy loaded.
 
     Starting a decoder costs about 0.3 s of CPU (Python, NumPy and OpenCV loading; measured
-    with ``python -I -c "import numpy, cv2"`` on the 2-core machine: 0.24-0.29 s user), and
-    the landmarker cannot start before the first frame arrives. With a :class:`Decoders`,
-    each decoding takes the spare child if one is ready (started with the same
-    environment, i.e. the same allowed formats) and starts the next spare as it ends, so
-    the loading happens while the rest of the verification runs, not before the first
-    frame. A spare has read no input: it sets its memory and CPU limits and opens the file
-    only once it is given its arguments, exactly as a fresh child does. One spare costs
-    about 110 MB of resident memory while it waits. Thread-safe; :meth:`close` ends the
-    spare.
+    with ``python -I -c "import numpy, cv2"`` on the 2-core machine: 0.25-0.33 s user), a
+    tenth of a whole verification's CPU on ``talking_head_wda_1``. A :class:`Decoders`
+    starts one zygote process (``_decoder.py --zygote``, in the decoder's environment) on
+    first use and forks each video's decoder from it, for a few milliseconds of CPU. The
+    zygote never reads a video, so each child starts from the same clean state, sets its
+    memory and CPU limits before it opens its file, and answers for that file's bytes
+    only, exactly as a fresh process does (see :func:`liveness._decoder._zygote`). The
+    zygote holds about 110 MB of resident memory while it waits (shared with its children
+    until they write to it). A request in another environment (other allowed formats)
+    ends the zygote and starts one for it. Where forking from a zygote is not possible
+    (no ``os.fork`` or pidfd, or the zygote died), the decoder is a fresh process.
+    Thread-safe; :meth:`close` ends the zygote.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._spare: tuple[dict[str, str], subprocess.Popen] | None = None
+        self._zygote: tuple[dict[str, str], subprocess.Popen, socket.socket] | None = None
         self._closed = False
+        self.cpu_s = 0.0  # CPU time the children reported, in all (for measurements)
 
-    def take(self, env: dict[str, str]) -> subprocess.Popen | None:
-        """The spare child if it was started with ``env`` and is still waiting, else
-        ``None`` (a spare of another environment is ended)."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is None:
-            return None
-        if spare[0] == env and spare[1].poll() is None:
-            return spare[1]
-        _end(spare[1])
-        return None
+    def note_cpu(self, seconds: object) -> None:
+        """Add a child's reported CPU time to :attr:`cpu_s`."""
+        if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+            with self._lock:
+                self.cpu_s += float(seconds)
 
-    def prepare(self, env: dict[str, str]) -> None:
-        """Start a spare child with ``env`` unless one is waiting (or after :meth:`close`)."""
+    def spawn(self, env: dict[str, str]) -> _Child:
+        """A decoder child in environment ``env``, waiting for its arguments."""
         with self._lock:
-            if self._closed or self._spare is not None:
-                return
-            self._spare = (env, _spawn_decoder(env, warm=True))
+            if _CAN_FORK and not self._closed:
+                if self._zygote is not None and (
+                    self._zygote[0] != env or self._zygote[1].poll() is not None
+                ):
+                    self._stop_zygote()
+                if self._zygote is None:
+                    self._zygote = _start_zygote(env)
+                try:
+                    return _fork_from(self._zygote[2])
+                except OSError:  # the zygote died (killed from outside): a fresh child
+                    self._stop_zygote()
+        return _spawn_decoder(env)
 
     def close(self) -> None:
-        """End the spare child; later calls decode without one."""
+        """End the zygote; later calls start fresh decoder processes."""
         with self._lock:
             self._closed = True
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            _end(spare[1])
+            self._stop_zygote()
+
+    def _stop_zygote(self) -> None:
+        if self._zygote is None:
+            return
+        _, proc, ctl = self._zygote
+        self._zygote = None
+        ctl.close()  # the zygote sees the end of its socket and exits
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_CAN_FORK = hasattr(os, "fork") and hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+
+
+def _start_zygote(env: dict[str, str]) -> tuple[dict[str, str], subprocess.Popen, socket.socket]:
+    """A zygote (``_decoder.py --zygote``) with the other end of a socket pair as stdin."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(_DECODER), "--zygote"],
+            stdin=theirs.fileno(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return env, proc, ours
+
+
+def _fork_from(ctl: socket.socket) -> _Child:
+    """Ask the zygote on ``ctl`` for a child whose stdin and stdout are two new pipes."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        socket.send_fds(ctl, [b"f"], [in_r, out_w])
+        data = b""
+        while len(data) < 4:
+            chunk = ctl.recv(4 - len(data))
+            if not chunk:
+                raise OSError("the decoder zygote ended")
+            data += chunk
+    except BaseException:
+        os.close(in_w)
+        os.close(out_r)
+        raise
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    (pid,) = struct.unpack("<i", data)
+    try:
+        return _Child(pid=pid, stdin=os.fdopen(in_w, "wb"), stdout=os.fdopen(out_r, "rb"))
+    except OSError:  # the child is gone already (killed from outside)
+        raise OSError("the forked decoder ended before it started") from None
 
 
 def _decode_file(
@@ -515,13 +628,12 @@ def _decode_file(
         "cpu_seconds": limits.decoder_cpu_s,
     }
     request = json.dumps(args).encode() + b"\n"
-    proc = decoders.take(env) if decoders is not None else None
-    if proc is not None:
-        try:
-            _hand_over(proc, request)
-        except OSError:  # the spare died while waiting (killed from outside): start afresh
-            proc = None
-    if proc is None:
+    proc = decoders.spawn(env) if decoders is not None else _spawn_decoder(env)
+    try:
+        _hand_over(proc, request)
+    except OSError:  # a forked child died before its arguments (killed from outside)
+        if decoders is None:
+            raise
         proc = _spawn_decoder(env)
         _hand_over(proc, request)
     timed_out = threading.Event()
@@ -570,9 +682,9 @@ def _decode_file(
         doc = None
     finally:
         timer.cancel()
-        _end(proc)
-        if decoders is not None:
-            decoders.prepare(env)
+        proc.end()
+        if decoders is not None and doc is not None:
+            decoders.note_cpu(doc.get("cpu_s"))
     if timed_out.is_set():
         raise VideoLimitError(
             f"{path.name}: decoding took longer than the limit of {limits.decoder_wall_s:.0f} s"
@@ -580,7 +692,7 @@ def _decode_file(
     if doc is None:
         # Killed by RLIMIT_CPU (SIGXCPU) or by an allocation FFmpeg could not survive.
         raise VideoLimitError(
-            f"{path.name}: the decoder stopped (exit {proc.returncode}): over its memory or "
+            f"{path.name}: the decoder stopped{proc.exit_note()}: over its memory or "
             "CPU budget, or a corrupt stream"
         )
     error = doc.get("error")
@@ -602,6 +714,7 @@ def _decode_file(
     video = Video(frames, fps, duration, ww, hh, index, rotation)
     video.rotation_problem = rotation_problem
     video.decoder_peak_rss = doc.get("peak_rss")
+    video.decoder_cpu_s = doc.get("cpu_s")
     return video
 
 

@@ -1,4 +1,4 @@
-"""Landmarks on the frames that need them (liveness.landmark_plan), and the spare decoder.
+"""Landmarks on the frames that need them (liveness.landmark_plan).
 
 The blink checks run the real landmarker with the default plan on the clips whose blinks
 were checked by eye (ground truth in test_challenges.py): every blink seen by eye must still
@@ -20,7 +20,7 @@ from liveness.landmark_plan import FirstPass, GapPlanner, LandmarkPlan, patch_ch
 from liveness.landmarks import FaceLandmarks, FaceMesh
 from liveness.quality import QualityThresholds
 from liveness.verify import VerifierConfig
-from liveness.video import LAB_VIDEO_FORMATS, Decoders, Frame, VideoLimits, load_video
+from liveness.video import Frame, load_video
 
 # --- pure functions -----------------------------------------------------------------------
 
@@ -357,67 +357,6 @@ def test_verify_with_the_plan_landmarks_fewer_frames_and_decides_the_same(verifi
     assert every.video["frames_landmarked"] == every.video["frames_analysed"]
     blinks = len(BLINKS_BY_EYE["selfie_blinks.mp4"])
     assert planned.liveness.temporal["blinks"] == every.liveness.temporal["blinks"] == blinks
-
-
-# --- the spare decoder ------------------------------------------------------------------------
-
-
-def test_a_spare_decoder_gives_the_same_frames(data_dir):
-    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
-    plain = load_video(clip)
-    decoders = Decoders()
-    try:
-        first = load_video(clip, decoders=decoders)  # no spare yet: a fresh child
-        assert decoders._spare is not None, "a spare is started after each decoding"
-        spare = decoders._spare[1]
-        second = load_video(clip, decoders=decoders)  # the spare decodes this one
-        assert spare.poll() is not None, "the spare was used and has finished"
-        for v in (first, second):
-            assert [f.index for f in v.frames] == [f.index for f in plain.frames]
-            assert all(
-                np.array_equal(a.image, b.image)
-                for a, b in zip(v.frames, plain.frames, strict=True)
-            )
-    finally:
-        decoders.close()
-    assert decoders._spare is None
-
-
-def test_a_dead_spare_or_one_for_other_formats_is_not_used(data_dir):
-    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
-    decoders = Decoders()
-    try:
-        load_video(clip, decoders=decoders)
-        decoders._spare[1].kill()  # killed from outside while waiting
-        decoders._spare[1].wait()
-        assert len(load_video(clip, decoders=decoders).frames) > 0
-        spare = decoders._spare[1]
-        lab = VideoLimits(formats=LAB_VIDEO_FORMATS)  # another demuxer whitelist
-        assert len(load_video(clip, limits=lab, decoders=decoders).frames) > 0
-        assert spare.poll() is not None, "a spare of another environment is ended"
-    finally:
-        decoders.close()
-    decoders.close()  # idempotent
-
-
-def test_a_spare_decoder_keeps_the_limits(tmp_path, data_dir):
-    # A spare loads OpenCV before its arguments arrive; the memory watch and the
-    # address-space limit must still hold for the file it is then given.
-    from benchmarks.bombs import hidden_frames_mkv
-    from liveness.errors import VideoLimitError
-
-    decoders = Decoders()
-    try:
-        load_video(data_dir / "videos" / "blink_2x_tiny.mp4", decoders=decoders)  # spare up
-        bomb = tmp_path / "hidden.mkv"
-        bomb.write_bytes(hidden_frames_mkv(small=30, big_side=8000, every=2))
-        with pytest.raises(VideoLimitError, match="larger frames"):
-            load_video(bomb, sample_fps=1, decoders=decoders)
-        tight = VideoLimits(decoder_memory_bytes=200 * 1024 * 1024)
-        with pytest.raises(VideoLimitError):
-            load_video(data_dir / "videos" / "selfie_blinks.mp4", limits=tight, decoders=decoders)
-    finally:
-        decoders.close()
 
 
 # --- the benchmark that compares events -------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Decoder children forked from a zygote (liveness.video.Decoders, liveness._decoder._zygote).
+
+The zygote loads OpenCV once; each video's decoder is forked from it and must behave
+exactly as a fresh decoder process: the same frames, the same limits, killed by the same
+wall-time timer, and its CPU time counted from the fork (not the zygote's loading).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from liveness.errors import VideoLimitError
+from liveness.video import LAB_VIDEO_FORMATS, Decoders, VideoLimits, load_video
+
+
+def _same_frames(a, b) -> bool:
+    return [f.index for f in a.frames] == [f.index for f in b.frames] and all(
+        np.array_equal(x.image, y.image) for x, y in zip(a.frames, b.frames, strict=True)
+    )
+
+
+def test_forked_decoders_give_the_same_frames_as_a_fresh_process(data_dir):
+    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
+    fresh = load_video(clip)
+    decoders = Decoders()
+    try:
+        first = load_video(clip, decoders=decoders)
+        zygote = decoders._zygote[1]
+        second = load_video(clip, decoders=decoders)
+        assert decoders._zygote[1] is zygote, "one zygote serves every video"
+        assert _same_frames(first, fresh) and _same_frames(second, fresh)
+        # the child's CPU time starts at the fork: no interpreter start, no OpenCV loading
+        assert second.decoder_cpu_s < fresh.decoder_cpu_s / 2, (
+            second.decoder_cpu_s,
+            fresh.decoder_cpu_s,
+        )
+        assert decoders.cpu_s >= first.decoder_cpu_s + second.decoder_cpu_s - 1e-9
+    finally:
+        decoders.close()
+    assert decoders._zygote is None and zygote.poll() is not None, "close ends the zygote"
+    assert _same_frames(load_video(clip, decoders=decoders), fresh), "after close: fresh"
+
+
+def test_a_dead_zygote_or_one_for_other_formats_is_replaced(data_dir):
+    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
+    decoders = Decoders()
+    try:
+        load_video(clip, decoders=decoders)
+        zygote = decoders._zygote[1]
+        os.kill(zygote.pid, signal.SIGKILL)  # killed from outside while waiting
+        zygote.wait()
+        assert len(load_video(clip, decoders=decoders).frames) > 0
+        replaced = decoders._zygote[1]
+        assert replaced is not zygote
+        lab = VideoLimits(formats=LAB_VIDEO_FORMATS)  # another demuxer whitelist
+        assert len(load_video(clip, limits=lab, decoders=decoders).frames) > 0
+        assert replaced.poll() is not None, "the zygote of another environment is ended"
+    finally:
+        decoders.close()
+    decoders.close()  # idempotent
+
+
+def test_forked_decoders_keep_the_limits(tmp_path, data_dir):
+    # A forked child has OpenCV loaded before its arguments arrive; the memory watch, the
+    # address-space limit and the wall-time kill must still hold for the file it is given.
+    from benchmarks.bombs import hidden_frames_mkv
+
+    decoders = Decoders()
+    try:
+        load_video(data_dir / "videos" / "blink_2x_tiny.mp4", decoders=decoders)  # zygote up
+        bomb = tmp_path / "hidden.mkv"
+        bomb.write_bytes(hidden_frames_mkv(small=30, big_side=8000, every=2))
+        with pytest.raises(VideoLimitError, match="larger frames"):
+            load_video(bomb, sample_fps=1, decoders=decoders)
+        tight = VideoLimits(decoder_memory_bytes=200 * 1024 * 1024)
+        with pytest.raises(VideoLimitError):
+            load_video(data_dir / "videos" / "selfie_blinks.mp4", limits=tight, decoders=decoders)
+        hurried = VideoLimits(decoder_wall_s=0.05)
+        with pytest.raises(VideoLimitError, match="longer than the limit"):
+            load_video(data_dir / "videos" / "selfie_blinks.mp4", limits=hurried, decoders=decoders)
+        # the zygote is unharmed by its children's ends
+        assert len(load_video(data_dir / "videos" / "blink_2x_tiny.mp4", decoders=decoders).frames)
+    finally:
+        decoders.close()
