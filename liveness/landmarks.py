@@ -406,6 +406,80 @@ class LandmarkStream:
             self._lock.notify_all()
 
 
+@dataclass
+class _Faces:
+    """What the landmarker found in one frame, per face: the normalised mesh points
+    (``(478, 3)`` float32, x and y in [0, 1] of the width and height, z in units of the
+    width), the blendshape scores by name and the 4x4 facial transformation matrix."""
+
+    points: list[np.ndarray]
+    shapes: list[dict[str, float]]
+    matrices: list[np.ndarray]
+
+
+def detect_faces(landmarker, image, timestamp_ms: int) -> _Faces:
+    """``landmarker.detect_for_video(image, timestamp_ms)`` as :class:`_Faces`.
+
+    MediaPipe's Python result holds one Python object per mesh point (478 a face), built
+    attribute by attribute from the C result: about 3 ms of CPU a frame on the 2-core
+    machine, a fifth of the landmarker's own time (yappi, ``talking_head_wda_1``: 242 ms
+    of 1 s per call). Where the installed MediaPipe has the C API binding of the 1.x
+    releases (``_lib``, ``_handle``, ``MpFaceLandmarkerResultC``), the same C call is made
+    and its points are read as one NumPy array of the C structs; the values are the same
+    float32 numbers. Otherwise the public API is used."""
+    import ctypes
+
+    from mediapipe.tasks.python.vision import face_landmarker as fl
+
+    result_type = getattr(fl, "MpFaceLandmarkerResultC", None)
+    lib = getattr(landmarker, "_lib", None)
+    if result_type is None or lib is None or not hasattr(landmarker, "_handle"):
+        return _faces_of(landmarker.detect_for_video(image, timestamp_ms))
+    c = result_type()
+    lib.MpFaceLandmarkerDetectForVideo(
+        landmarker._handle, image._image_ptr, None, timestamp_ms, ctypes.byref(c)
+    )
+    try:
+        points, shapes, matrices = [], [], []
+        for i in range(c.face_landmarks_count):
+            marks = c.face_landmarks[i]
+            point = marks.landmarks._type_  # the C struct of one point: x, y, z, ...
+            layout = np.dtype(
+                {
+                    "names": ["x", "y", "z"],
+                    "formats": [np.float32] * 3,
+                    "offsets": [point.x.offset, point.y.offset, point.z.offset],
+                    "itemsize": ctypes.sizeof(point),
+                }
+            )
+            address = ctypes.cast(marks.landmarks, ctypes.c_void_p).value
+            size = marks.landmarks_count * layout.itemsize
+            raw = np.frombuffer((ctypes.c_char * size).from_address(address), layout)
+            points.append(np.stack([raw["x"], raw["y"], raw["z"]], axis=1))  # a copy
+        for i in range(c.face_blendshapes_count):
+            cats = c.face_blendshapes[i]
+            shapes.append(
+                {
+                    cats.categories[j].category_name.decode(): float(cats.categories[j].score)
+                    for j in range(cats.categories_count)
+                }
+            )
+        for i in range(c.facial_transformation_matrixes_count):
+            matrices.append(np.array(c.facial_transformation_matrixes[i].to_numpy()))
+    finally:
+        lib.MpFaceLandmarkerCloseResult(ctypes.byref(c))
+    return _Faces(points, shapes, matrices)
+
+
+def _faces_of(result) -> _Faces:
+    """:class:`_Faces` of MediaPipe's public ``FaceLandmarkerResult``."""
+    return _Faces(
+        [np.array([(p.x, p.y, p.z) for p in face], np.float32) for face in result.face_landmarks],
+        [{c.category_name: float(c.score) for c in cats} for cats in result.face_blendshapes],
+        [np.array(m) for m in result.facial_transformation_matrixes],
+    )
+
+
 class _Tracker:
     """One landmarker instance and its private, ever-increasing clock (VIDEO mode needs it)."""
 
@@ -415,32 +489,29 @@ class _Tracker:
         self.offset_ms = 0
         self.last_t_ms = 0
 
-    def _detect(self, rgb: np.ndarray, t_ms: int):
+    def _detect(self, rgb: np.ndarray, t_ms: int) -> _Faces:
         import mediapipe as mp
 
         ts = max(self.offset_ms + t_ms, self.clock_ms + 1)
         self.clock_ms = ts
-        return self.landmarker.detect_for_video(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts
+        return detect_faces(
+            self.landmarker, mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts
         )
 
     def process(self, frame: Frame) -> FaceMesh | None:
         h, w = frame.image.shape[:2]
         # cvtColor: 0.07 ms a frame against 2 ms for a reversed-channel copy (issue 14 item 5)
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        result = self._detect(rgb, int(round(frame.t * 1000)))
-        if not result.face_landmarks:
+        faces = self._detect(rgb, int(round(frame.t * 1000)))
+        if not faces.points:
             return None
         # With two faces, keep the larger: the subject holds the phone close to the face.
-        sizes = [max(p.x for p in lm) - min(p.x for p in lm) for lm in result.face_landmarks]
+        sizes = [float(p[:, 0].max()) - float(p[:, 0].min()) for p in faces.points]
         k = int(np.argmax(sizes))
-        pts = np.array(
-            [(p.x * w, p.y * h, p.z * w) for p in result.face_landmarks[k]], dtype=np.float32
-        )
-        shapes = {c.category_name: float(c.score) for c in result.face_blendshapes[k]}
-        yaw, pitch, roll = pose_from_matrix(np.array(result.facial_transformation_matrixes[k]))
+        pts = (faces.points[k].astype(np.float64) * (w, h, w)).astype(np.float32)
+        yaw, pitch, roll = pose_from_matrix(faces.matrices[k])
         return FaceMesh(
-            frame.index, frame.t, pts, shapes, yaw, pitch, roll, faces=len(result.face_landmarks)
+            frame.index, frame.t, pts, faces.shapes[k], yaw, pitch, roll, faces=len(faces.points)
         )
 
     def reset(self) -> None:
