@@ -548,12 +548,9 @@ class Decoders:
             return
         _, proc, ctl = self._zygote
         self._zygote = None
-        ctl.close()  # the zygote sees the end of its socket and exits
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        ctl.close()
+        proc.kill()  # it holds no state; its children run on, each with its own pipes
+        proc.wait()
 
 
 _CAN_FORK = hasattr(os, "fork") and hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
@@ -576,7 +573,13 @@ def _start_zygote(env: dict[str, str]) -> tuple[dict[str, str], subprocess.Popen
         raise
     finally:
         theirs.close()
+    # A zygote that stopped answering (stopped or starved) fails the request after this
+    # long, and the video is decoded by a fresh process instead.
+    ours.settimeout(_ZYGOTE_TIMEOUT_S)
     return env, proc, ours
+
+
+_ZYGOTE_TIMEOUT_S = 30.0
 
 
 def _fork_from(ctl: socket.socket) -> _Child:

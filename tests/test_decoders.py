@@ -86,3 +86,22 @@ def test_forked_decoders_keep_the_limits(tmp_path, data_dir):
         assert len(load_video(data_dir / "videos" / "blink_2x_tiny.mp4", decoders=decoders).frames)
     finally:
         decoders.close()
+
+
+def test_a_zygote_that_stops_answering_is_replaced_by_a_fresh_process(data_dir, monkeypatch):
+    import liveness.video as video
+
+    monkeypatch.setattr(video, "_ZYGOTE_TIMEOUT_S", 0.5)
+    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
+    decoders = Decoders()
+    try:
+        load_video(clip, decoders=decoders)
+        zygote = decoders._zygote[1]
+        os.kill(zygote.pid, signal.SIGSTOP)  # alive, but never answers
+        assert len(load_video(clip, decoders=decoders).frames) > 0  # a fresh process
+        assert zygote.poll() is not None, "the stopped zygote was ended"
+        assert decoders._zygote is None
+        load_video(clip, decoders=decoders)
+        assert decoders._zygote is not None and decoders._zygote[1] is not zygote
+    finally:
+        decoders.close()
