@@ -17,7 +17,9 @@ Model loading (``load_s``) and the first call (``warmup_s``) are reported apart;
 is the median end-to-end wall time of ``--repeat`` further calls and ``cpu_s`` their median
 process CPU time (less sensitive to other load on the machine than wall time);
 ``decoder_cpu_s`` is the median CPU time of the decoder child processes of a call (each
-forked from a zygote that has OpenCV loaded, :class:`liveness.video.Decoders`).
+forked from a zygote that has OpenCV loaded, :class:`liveness.video.Decoders`), and
+``landmarker_graph_cpu_s`` the part of ``cpu_s`` spent in MediaPipe's graph threads (the
+face landmarker's models; Linux only, else ``null``).
 ``--landmark-plan on|off`` landmarks a first pass and the frames where the eyes move
 (:class:`~liveness.landmark_plan.LandmarkPlan`) or every sampled frame (default: the
 library's, ``VerifierConfig.landmark_plan``); ``frames_landmarked`` says how many frames the
@@ -94,6 +96,29 @@ def decoder_cpu_seconds(v: Verifier) -> float:
     (:class:`liveness.video.Decoders`; the zygote's own start is not counted)."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime + v.decoders.cpu_s
+
+
+def graph_cpu_seconds() -> float | None:
+    """CPU time so far of MediaPipe's graph threads (named ``drishti``), where the face
+    landmarker's models run (``None`` without ``/proc``). These threads live as long as
+    the pooled landmarkers, so the difference over a call is that call's landmarking."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        if name.startswith("drishti"):
+            parts = fields.split()
+            total += (int(parts[11]) + int(parts[12])) / tick
+    return total
 
 
 def cpu_seconds() -> float:
@@ -201,13 +226,16 @@ def timed(args, clip: Path) -> dict:
         v.verify(clip, ref)
         warmup_s = time.perf_counter() - t1
         rss_before = rss_mb()
-        walls, cpus, child_cpus, results = [], [], [], []
+        walls, cpus, child_cpus, graph_cpus, results = [], [], [], [], []
         for _ in progress(range(args.repeat), args.repeat, "timing"):
-            c0, k0, w0 = cpu_seconds(), decoder_cpu_seconds(v), time.perf_counter()
+            c0, k0, g0 = cpu_seconds(), decoder_cpu_seconds(v), graph_cpu_seconds()
+            w0 = time.perf_counter()
             results.append(v.verify(clip, ref))
             walls.append(time.perf_counter() - w0)
             cpus.append(cpu_seconds() - c0)
             child_cpus.append(decoder_cpu_seconds(v) - k0)
+            g1 = graph_cpu_seconds()
+            graph_cpus.append(None if g0 is None or g1 is None else g1 - g0)
         k = int(np.argsort(walls)[len(walls) // 2])
         r = results[k]
         naive_wall, naive_frames = (None, None) if args.no_naive else naive(v, clip)
@@ -225,6 +253,9 @@ def timed(args, clip: Path) -> dict:
         "wall_s": round(wall, 3),
         "cpu_s": round(statistics.median(cpus), 3),
         "decoder_cpu_s": round(statistics.median(child_cpus), 3),
+        "landmarker_graph_cpu_s": None
+        if None in graph_cpus
+        else round(statistics.median(graph_cpus), 3),
         "load_s": round(load_s, 3),
         "warmup_s": round(warmup_s, 3),
         "video_s": round(duration, 3),

@@ -126,3 +126,6 @@ def test_videos_and_speed_on_the_tiny_clip(data_dir, model_dir, tmp_path, capsys
     printed = last_json(capsys)
     assert REQUIRED["speed"] <= set(printed)
     assert printed["frames_decoded"] == 75 and printed["naive_wall_s"] > 0
+    # the landmarker's graph threads and the forked decoder both did work in the call
+    assert 0 < printed["landmarker_graph_cpu_s"] < printed["cpu_s"]
+    assert printed["decoder_cpu_s"] > 0
