@@ -395,6 +395,20 @@ _FRAME_HEADER = struct.Struct("<IdII")
 _LENGTH = struct.Struct("<I")
 
 
+def _read_image(stream, h: int, w: int) -> np.ndarray:
+    """An ``(h, w, 3)`` uint8 image read from ``stream`` straight into its own (writable)
+    memory: one copy out of the pipe instead of a bytes object and a copy of it."""
+    image = np.empty((h, w, 3), np.uint8)
+    view = memoryview(image).cast("B")
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            raise EOFError
+        got += n
+    return image
+
+
 def _read_exact(stream, n: int) -> bytes:
     data = stream.read(n)
     if data is None or len(data) != n:
@@ -665,11 +679,9 @@ def _decode_file(
                         f"{path.name}: the frames to analyse need more than "
                         f"{limits.max_kept_bytes // (1024 * 1024)} MB; record a shorter video"
                     )
-                image = np.frombuffer(_read_exact(out, h * w * 3), np.uint8).reshape(h, w, 3)
+                image = _read_image(out, h, w)
                 if rotation:
                     image = cv2.rotate(image, _CV_ROTATE[rotation])
-                else:
-                    image = image.copy()  # writable, like every other frame
                 frames.append(Frame(index, t, image))
                 if on_frame is not None:
                     on_frame(frames[-1])
