@@ -279,6 +279,7 @@ class Verifier:
             keyframe_every_s=cfg.keyframe_every_s,
             sample_fps=cfg.sample_fps,
             max_pending=cfg.max_pending_frames,
+            thumbnails=challenge is not None,  # only a challenge fingerprints the content
         )
         plan = cfg.landmark_plan if challenge is None else None  # a challenge: every frame
         if plan is None:

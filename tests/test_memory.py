@@ -186,3 +186,15 @@ def test_a_landmarker_that_never_answers_is_a_typed_error_not_a_hang():
     keeper.push(frames[1])
     with pytest.raises(VideoLimitError, match="no frame"):
         keeper.push(frames[2])
+
+
+@pytest.mark.parametrize("want", [True, False])
+def test_fingerprint_thumbnails_are_made_only_when_asked(want):
+    # a verification without a challenge has no content fingerprint to make
+    keeper = FrameKeeper(QualityThresholds(), max_pending=4, thumbnails=want)
+    keeper.start(_SilentStream())
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        keeper.push(Frame(i, i / 15, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)))
+    assert len(keeper.thumbnails) == (3 if want else 0)
+    assert all(t.shape == (32, 32) for _, t in keeper.thumbnails)
