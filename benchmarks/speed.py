@@ -17,7 +17,7 @@ Model loading (``load_s``) and the first call (``warmup_s``) are reported apart;
 is the median end-to-end wall time of ``--repeat`` further calls and ``cpu_s`` their median
 process CPU time (less sensitive to other load on the machine than wall time);
 ``decoder_cpu_s`` is the median CPU time of the decoder child processes of a call (each
-forked from a zygote that has OpenCV loaded, :class:`liveness.video.Decoders`), and
+forked from a zygote that has OpenCV loaded, :class:`liveness.decoders.Decoders`), and
 ``landmarker_graph_cpu_s`` the part of ``cpu_s`` spent in MediaPipe's graph threads (the
 face landmarker's models; Linux only, else ``null``).
 ``--landmark-plan on|off`` landmarks a first pass and the frames where the eyes move
@@ -93,7 +93,7 @@ def reference_image(spec: str, video: Path) -> np.ndarray | str:
 def decoder_cpu_seconds(v: Verifier) -> float:
     """CPU time of the video decoders so far: the finished child processes of ours
     (fresh decoders) and what the children forked from the verifier's zygote reported
-    (:class:`liveness.video.Decoders`; the zygote's own start is not counted)."""
+    (:class:`liveness.decoders.Decoders`; the zygote's own start is not counted)."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime + v.decoders.cpu_s
 

@@ -3,7 +3,7 @@
 It is a separate process so that a hostile file can cost at most its memory and time
 budget: ``RLIMIT_AS`` and ``RLIMIT_CPU`` are set here before the file is opened (and before
 OpenCV is imported, except in a child forked from the ``--zygote``, which has OpenCV and
-NumPy loaded: see :func:`_zygote` and :class:`liveness.video.Decoders`); the parent kills
+NumPy loaded: see :func:`_zygote` and :class:`liveness.decoders.Decoders`); the parent kills
 the child after a wall-time limit, and the FFmpeg demuxers and protocols are whitelisted
 through ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (only ``file``; only the demuxers the allowed
 formats need), so that no playlist or concat file can make FFmpeg open another file.
@@ -216,7 +216,7 @@ def _one_video() -> int:
 def _zygote() -> int:
     """``--zygote``: load OpenCV and NumPy once, then fork one child per video.
 
-    Started by :class:`liveness.video.Decoders` with one end of a Unix socket pair as
+    Started by :class:`liveness.decoders.Decoders` with one end of a Unix socket pair as
     stdin. Each request on it carries two file descriptors (the child's stdin and stdout
     pipes); the zygote forks, answers with the child's pid (``<i``), and the child runs
     :func:`_one_video` on those pipes exactly as a fresh decoder process would: it sets its

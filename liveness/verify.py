@@ -17,6 +17,7 @@ from . import models as registry
 from .analysis import Clock, Evidence, analyse_faces, conclude, reference_info, video_info
 from .appearance import AppearanceThresholds
 from .decision import MatchCalibration, Policy
+from .decoders import Decoders
 from .errors import InputError, SetupError
 from .evidence import attack_evidence, mesh_evidence, motion_evidence, motion_gate
 from .fusion import FusionParams
@@ -48,7 +49,7 @@ from .sessions import (
     TokenInvalidError,
     verify_token,
 )
-from .video import Decoders, VideoLimits, load_video
+from .video import VideoLimits, load_video
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Decoder children forked from a zygote (liveness.video.Decoders, liveness._decoder._zygote).
+"""Decoder children forked from a zygote (liveness.decoders.Decoders, liveness._decoder._zygote).
 
 The zygote loads OpenCV once; each video's decoder is forked from it and must behave
 exactly as a fresh decoder process: the same frames, the same limits, killed by the same
@@ -13,8 +13,9 @@ import signal
 import numpy as np
 import pytest
 
+from liveness.decoders import Decoders
 from liveness.errors import VideoLimitError
-from liveness.video import LAB_VIDEO_FORMATS, Decoders, VideoLimits, load_video
+from liveness.video import LAB_VIDEO_FORMATS, VideoLimits, load_video
 
 
 def _same_frames(a, b) -> bool:
@@ -89,9 +90,9 @@ def test_forked_decoders_keep_the_limits(tmp_path, data_dir):
 
 
 def test_a_zygote_that_stops_answering_is_replaced_by_a_fresh_process(data_dir, monkeypatch):
-    import liveness.video as video
+    import liveness.decoders as decoders_module
 
-    monkeypatch.setattr(video, "_ZYGOTE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(decoders_module, "_ZYGOTE_TIMEOUT_S", 0.5)
     clip = data_dir / "videos" / "blink_2x_tiny.mp4"
     decoders = Decoders()
     try:
