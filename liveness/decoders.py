@@ -120,6 +120,7 @@ class Decoders:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._zygote: tuple[dict[str, str], subprocess.Popen, socket.socket] | None = None
+        self._owner = os.getpid()  # the process whose zygote it is
         self._closed = False
         self.cpu_s = 0.0  # CPU time the children reported, in all (for measurements)
 
@@ -132,13 +133,14 @@ class Decoders:
     def spawn(self, env: dict[str, str]) -> Child:
         """A decoder child in environment ``env``, waiting for its arguments."""
         with self._lock:
+            self._forget_inherited()
             if _CAN_FORK and not self._closed:
                 if self._zygote is not None and (
                     self._zygote[0] != env or self._zygote[1].poll() is not None
                 ):
                     self._stop_zygote()
                 if self._zygote is None:
-                    self._zygote = _start_zygote(env)
+                    self._zygote, self._owner = _start_zygote(env), os.getpid()
                 try:
                     return _fork_from(self._zygote[2])
                 except OSError:  # the zygote died (killed from outside): a fresh child
@@ -149,7 +151,17 @@ class Decoders:
         """End the zygote; later calls start fresh decoder processes."""
         with self._lock:
             self._closed = True
+            self._forget_inherited()
             self._stop_zygote()
+
+    def _forget_inherited(self) -> None:
+        """In a process forked from the one that started the zygote (a worker pool that
+        forks after a verifier was built): the zygote and its socket are that process's.
+        Forget them: our copy of the socket's descriptor is closed (the other process's
+        stays open) and the zygote is not killed; one of our own is started when needed."""
+        if self._zygote is not None and self._owner != os.getpid():
+            self._zygote[2].close()
+            self._zygote = None
 
     def _stop_zygote(self) -> None:
         if self._zygote is None:

@@ -106,3 +106,28 @@ def test_a_zygote_that_stops_answering_is_replaced_by_a_fresh_process(data_dir, 
         assert decoders._zygote is not None and decoders._zygote[1] is not zygote
     finally:
         decoders.close()
+
+
+def test_a_forked_copy_of_the_parent_leaves_the_parents_zygote_alone(data_dir, monkeypatch):
+    # A worker pool that forks after a verifier was built inherits its Decoders: the copy
+    # must start its own zygote, and neither use nor end the one it inherited.
+    import liveness.decoders as decoders_module
+
+    clip = data_dir / "videos" / "blink_2x_tiny.mp4"
+    decoders = Decoders()
+    load_video(clip, decoders=decoders)
+    theirs = decoders._zygote[1]
+    try:
+        parents_socket = os.dup(decoders._zygote[2].fileno())  # a fork duplicates the fd
+        real_pid = os.getpid()
+        monkeypatch.setattr(decoders_module.os, "getpid", lambda: real_pid + 1)  # "forked"
+        assert len(load_video(clip, decoders=decoders).frames) > 0
+        ours = decoders._zygote[1]
+        assert ours is not theirs and theirs.poll() is None, "the inherited zygote lives on"
+        decoders.close()
+        assert ours.poll() is not None and theirs.poll() is None
+    finally:
+        monkeypatch.undo()
+        decoders.close()
+        os.close(parents_socket)
+        theirs.wait(timeout=10)  # the parent's copy closed: the zygote sees the end, exits
