@@ -56,7 +56,7 @@ class Child:
         """Whether the child has exited."""
         if self.popen is not None:
             return self.popen.poll() is not None
-        return self.pidfd is None or bool(select.select([self.pidfd], [], [], 0)[0])
+        return self.pidfd is None or _readable(self.pidfd, 0)
 
     def exit_note(self) -> str:
         """`` (exit N)`` where the exit status is known, else nothing."""
@@ -80,13 +80,21 @@ class Child:
         elif self.pidfd is not None:
             if not self.ended():
                 self.kill()
-            select.select([self.pidfd], [], [])  # readable once it has exited
+            _readable(self.pidfd, None)  # a pidfd is readable once its process has exited
             os.close(self.pidfd)
             self.pidfd = None
         for stream in (self.stdin, self.stdout):
             if stream is not None and not stream.closed:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def _readable(fd: int, timeout_s: float | None) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout_s`` (``None``: wait). ``poll``,
+    not ``select``: a busy service's descriptors can be numbered past select's 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout_s is None else int(timeout_s * 1000)))
 
 
 def hand_over(proc: Child, request: bytes) -> None:

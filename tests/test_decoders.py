@@ -131,3 +131,27 @@ def test_a_forked_copy_of_the_parent_leaves_the_parents_zygote_alone(data_dir, m
         decoders.close()
         os.close(parents_socket)
         theirs.wait(timeout=10)  # the parent's copy closed: the zygote sees the end, exits
+
+
+def test_forked_decoders_work_in_a_process_with_many_descriptors_open(data_dir):
+    # a busy service holds many sockets: the child's pidfd can be numbered past 1024,
+    # where select() cannot watch it
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1200
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the descriptor limit ({hard}) is too low for this test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    held = []
+    decoders = Decoders()
+    try:
+        while not held or held[-1] < 1050:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        video = load_video(data_dir / "videos" / "blink_2x_tiny.mp4", decoders=decoders)
+        assert len(video.frames) > 0 and decoders._zygote is not None
+    finally:
+        decoders.close()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
