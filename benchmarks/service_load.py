@@ -500,6 +500,7 @@ def run(
             recovery_status=dict(statuses),
             verified_exactly_once=sum(1 for r in rids if per_token[r] == 1),
             verified_more_than_once=sum(1 for r in rids if per_token[r] > 1),
+            never_verified=[r for r in rids if per_token[r] == 0][:5],
             decision_rows_exactly_one=sum(1 for r in rids if decisions[r] == 1),
             started_rows_exactly_one=sum(1 for r in rids if started[r] == 1),
             audit_rows=report.rows,
