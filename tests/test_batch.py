@@ -38,11 +38,15 @@ def jobs_for(videos, names):
 
 
 def comparable(item: JobResult):
-    """Everything but the wall times (and the temp-file name in a decode error)."""
+    """Everything but the run's own measurements: the wall times and the peak of frames
+    held at once, which depends on how the landmark threads kept up with the decoder (and
+    the temp-file name in a decode error)."""
     if not item.ok:
         return (item.key, item.error.kind, item.error.type)
     d = item.result.to_dict()
     d.pop("timings_ms")
+    for key in ("frames_held_peak", "held_mb_peak"):
+        d["video"].pop(key, None)
     return (item.key, item.result.score, item.result.match.similarity, d)
 
 
