@@ -15,6 +15,7 @@ Head pose convention (degrees), in the video as recorded (not mirrored):
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Sequence
@@ -444,15 +445,7 @@ def detect_faces(landmarker, image, timestamp_ms: int) -> _Faces:
         points, shapes, matrices = [], [], []
         for i in range(c.face_landmarks_count):
             marks = c.face_landmarks[i]
-            point = marks.landmarks._type_  # the C struct of one point: x, y, z, ...
-            layout = np.dtype(
-                {
-                    "names": ["x", "y", "z"],
-                    "formats": [np.float32] * 3,
-                    "offsets": [point.x.offset, point.y.offset, point.z.offset],
-                    "itemsize": ctypes.sizeof(point),
-                }
-            )
+            layout = _point_layout(marks.landmarks._type_)
             size = marks.landmarks_count * layout.itemsize
             address = ctypes.cast(marks.landmarks, ctypes.c_void_p).value
             if not size or not address:
@@ -462,17 +455,29 @@ def detect_faces(landmarker, image, timestamp_ms: int) -> _Faces:
             points.append(np.stack([raw["x"], raw["y"], raw["z"]], axis=1))  # a copy
         for i in range(c.face_blendshapes_count):
             cats = c.face_blendshapes[i]
-            shapes.append(
-                {
-                    cats.categories[j].category_name.decode(): float(cats.categories[j].score)
-                    for j in range(cats.categories_count)
-                }
-            )
+            found = (cats.categories[j] for j in range(cats.categories_count))
+            shapes.append({cat.category_name.decode(): float(cat.score) for cat in found})
         for i in range(c.facial_transformation_matrixes_count):
             matrices.append(np.array(c.facial_transformation_matrixes[i].to_numpy()))
     finally:
         lib.MpFaceLandmarkerCloseResult(ctypes.byref(c))
     return _Faces(points, shapes, matrices)
+
+
+@functools.lru_cache(maxsize=4)
+def _point_layout(point) -> np.dtype:
+    """The x, y, z float32 fields of MediaPipe's C struct of one mesh point (``point``, a
+    ctypes structure type), as a NumPy dtype of that struct's size."""
+    import ctypes
+
+    return np.dtype(
+        {
+            "names": ["x", "y", "z"],
+            "formats": [np.float32] * 3,
+            "offsets": [point.x.offset, point.y.offset, point.z.offset],
+            "itemsize": ctypes.sizeof(point),
+        }
+    )
 
 
 def _faces_of(result) -> _Faces:
