@@ -61,9 +61,9 @@ class PlumbingVerifier:
     """Stands in for :class:`liveness.Verifier` in the load test ONLY (see module doc).
 
     ``enroll`` accepts any photo as a usable reference; ``verify`` checks and spends the token
-    through ``challenges`` (the service's gate and store), appends ``<session id>
-    <instance>`` to ``log_path`` (O_APPEND: one line per verification, from every process),
-    sleeps ``delay`` and answers ``accept``."""
+    through ``challenges`` (the service's gate and store), sleeps ``delay``, completes the
+    session, appends ``<session id> <instance>`` to ``log_path`` (O_APPEND: one line per
+    completed verification, from every process) and answers ``accept``."""
 
     def __init__(self, log_path: str, instance: str, delay: float = 0.05) -> None:
         self.log_path = log_path
@@ -90,12 +90,16 @@ class PlumbingVerifier:
         except SessionError as exc:
             reason = Reason.of(ReasonCode(exc.code), "reject", message=str(exc))
             return _result("reject", [reason])
+        time.sleep(self.delay)
+        # As liveness.Verifier: the result exists, so the session is complete. A store
+        # failure before this leaves it resumable by the same upload, which the service's
+        # retry sends; the line is written once the verification is complete.
+        self.challenges.complete(claims, now)
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, f"{claims.session_id} {self.instance}\n".encode())
         finally:
             os.close(fd)
-        time.sleep(self.delay)
         return _result("accept", [])
 
 

@@ -46,6 +46,7 @@ from .sessions import (
     TokenInvalidError,
     VideoReusedError,
     begin_verification,
+    complete_verification,
     issue_challenge,
     video_digest,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "VideoLimits",
     "VideoReusedError",
     "begin_verification",
+    "complete_verification",
     "choose_providers",
     "issue_challenge",
     "load_video",

@@ -73,18 +73,24 @@ class Fingerprint:
         bytes against the few KB of :meth:`to_json`."""
         return "".join(f"{h:016x}" for h in self.hashes)
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "t": [round(t, 3) for t in self.times],
-                "h": list(self.hashes),
-                "b": [[round(v, 1) for v in b] for b in self.blocks],
-            }
-        )
+    def to_json(self, session: str | None = None) -> str:
+        """The fingerprint as JSON; with ``session``, the session it was submitted for."""
+        d: dict = {
+            "t": [round(t, 3) for t in self.times],
+            "h": list(self.hashes),
+            "b": [[round(v, 1) for v in b] for b in self.blocks],
+        }
+        if session is not None:
+            d["session"] = session
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> Fingerprint:
-        d = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Fingerprint:
+        """:meth:`from_json` of the parsed JSON."""
         return cls(
             tuple(float(t) for t in d["t"]),
             tuple(int(h) for h in d["h"]),
@@ -294,13 +300,17 @@ class FingerprintIndex:
         """Which kept summaries leave :meth:`_same` possible (:func:`near_shares`)."""
         return lambda summaries: near_shares(fp, summaries, self.max_distance) >= self.min_overlap
 
-    def _same(self, fp: Fingerprint) -> Callable[[str], bool]:
-        """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``."""
+    def _same(self, fp: Fingerprint, session: str | None = None) -> Callable[[str], bool]:
+        """Whether a kept fingerprint's text holds at least ``min_overlap`` of ``fp``; one
+        kept for ``session`` itself never does (its resumed first try, same bytes)."""
 
         def same(text: str) -> bool:
             try:
-                old = Fingerprint.from_json(text)
-            except (ValueError, KeyError, TypeError):
+                d = json.loads(text)
+                if session is not None and d.get("session") == session:
+                    return False
+                old = Fingerprint.from_dict(d)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 return False  # not written by this code: cannot be the same recording
             return match(fp, old, max_distance=self.max_distance) >= self.min_overlap
 
@@ -316,9 +326,11 @@ class FingerprintIndex:
                 best = max(best, match(fp, old, max_distance=self.max_distance))
         return best
 
-    def check_and_add(self, fp: Fingerprint, now: float) -> bool:
-        """Remember ``fp``; False (and nothing added) if a kept recording holds at least
-        ``min_overlap`` of it."""
+    def check_and_add(self, fp: Fingerprint, now: float, session: str | None = None) -> bool:
+        """Remember ``fp`` (as submitted for ``session``, when given); False (and nothing
+        added) if a kept recording holds at least ``min_overlap`` of it, other than one kept
+        for the same ``session``: a session resumed by the same video
+        (:func:`liveness.sessions.begin_verification`) is not refused for its first try."""
         if not len(fp):
             return True
         from .stores.fingerprints import remember_unless_seen
@@ -326,9 +338,9 @@ class FingerprintIndex:
         return remember_unless_seen(
             self.store,
             fp.summary(),
-            fp.to_json(),
+            fp.to_json(session=session),
             now,
             maybe_same=self._maybe_same(fp),
-            same=self._same(fp),
+            same=self._same(fp, session),
             retention=self.retention,
         )

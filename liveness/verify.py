@@ -374,8 +374,12 @@ class Verifier:
         result = conclude(out, self.config.policy, clock, self.models_used())
         # "review" counts too: ten photo animations in a row must not all reach the human
         # queue (issue 12).
-        if claims is not None and result.decision in ("reject", "review"):
-            self.challenges.record_failure(claims, now)
+        if claims is not None:
+            if result.decision in ("reject", "review"):
+                self.challenges.record_failure(claims, now)
+            # The result exists: the session's own video can no longer resume it (a store
+            # failure before this point leaves it resumable: sessions.begin_verification).
+            self.challenges.complete(claims, now)
         return result
 
     def models_used(self) -> dict[str, ModelUse]:

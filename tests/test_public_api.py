@@ -84,6 +84,7 @@ PUBLIC = {
     "VideoLimits",
     "VideoReusedError",
     "begin_verification",
+    "complete_verification",
     "choose_providers",
     "issue_challenge",
     "load_video",

@@ -37,6 +37,7 @@ from liveness.sessions import (
     SessionError,
     TokenInvalidError,
     begin_verification,
+    complete_verification,
     issue_challenge,
     video_digest,
 )
@@ -169,6 +170,60 @@ def test_begin_verification_end_to_end(keyring, store):
     assert e.value.code == TOKEN_INVALID
 
 
+def test_the_consuming_video_resumes_its_session_until_completed(store):
+    """A session is used by one video: the same digest may consume it again (its first
+    try's result was lost to a store failure) until the result is recorded; any other
+    video, a consumption without a digest, and everything after complete() are refused."""
+    c, other = claims(), claims()
+    store.record_issued(c)
+    store.record_issued(other)
+    store.consume(c.session_id, T0, digest("a"))
+    assert store.record_video_digest(digest("a"), T0, c.session_id)
+    store.consume(c.session_id, T0 + 5, digest("a"))  # the resume
+    assert store.record_video_digest(digest("a"), T0 + 5, c.session_id)  # its own digest
+    for d in (digest("b"), None):
+        with pytest.raises(SessionAlreadyUsedError) as e:
+            store.consume(c.session_id, T0 + 6, d)
+        assert "consumed at 1750000000" in e.value.detail  # the first consumption's time
+    # The digest belongs to its session: another session, or none, has seen it before.
+    assert not store.record_video_digest(digest("a"), T0 + 6, other.session_id)
+    assert not store.record_video_digest(digest("a"), T0 + 6)
+    store.complete(c.session_id, T0 + 7)
+    store.complete(c.session_id, T0 + 8)  # twice: no error
+    store.complete("never-issued", T0 + 8)  # unknown: nothing, and nothing created
+    assert not store.is_known("never-issued")
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume(c.session_id, T0 + 9, digest("a"))
+    # Consumed without a digest (the live WebSocket check): never resumed.
+    store.consume(other.session_id, T0)
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume(other.session_id, T0 + 1, digest("c"))
+
+
+def test_begin_verification_resumes_the_same_upload(keyring, store):
+    ch = issue_challenge(keyring, store, account="alice", now=T0)
+    first = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 1)
+    # The first try never produced a result (its store went away): the person's retry of
+    # the same upload is verified, and nothing counts against the account.
+    again = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 10)
+    assert again == first
+    assert store.failures("alice", 180, T0 + 10) == 0
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, ch.token, digest("b"), now=T0 + 11)
+    assert e.value.code == SESSION_ALREADY_USED
+    complete_verification(store, first, T0 + 12)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 13)
+    assert e.value.code == SESSION_ALREADY_USED
+    assert store.failures("alice", 180, T0 + 13) == 2  # each replay counted
+    # A session burnt by a reused video stays refused for that video when resumed.
+    later = issue_challenge(keyring, store, account="alice", now=T0 + 20)
+    for t in (21, 22):
+        with pytest.raises(SessionError) as e:
+            begin_verification(keyring, store, later.token, digest("a"), now=T0 + t)
+        assert e.value.code == VIDEO_REUSED
+
+
 def _in_threads(worker, n: int, timeout: float) -> None:
     """Run ``worker`` on ``n`` threads at once and wait for them (each up to ``timeout``)."""
     threads = [threading.Thread(target=worker) for _ in range(n)]
@@ -295,10 +350,18 @@ def test_purge_works_in_batches(backend):
     """The Redis store purges in bounded batches (one Lua script must not stall Redis)."""
     store = backend.open(purge_batch=7)
     for i in range(30):
-        store.record_issued(claims(exp=1))
+        c = claims(exp=1)
+        store.record_issued(c)
+        store.consume(c.session_id, T0, digest(i))
+        store.record_video_digest(digest(i), T0, c.session_id)
+        store.complete(c.session_id, T0)
         store.record_failure(f"acct{i % 3}", T0)
     assert store.purge(T0 + 10_000) == 30 + 30 + 3  # sessions, failures, 3 accounts' blocks
     assert store.purge(T0 + 10_000) == 0
+    assert store.purge(T0 + 31 * 24 * 3600) == 30  # the digests, after their 30 days
+    # Nothing is left behind of a session or a digest (consumption, completion, owner).
+    for name in ("sessions", "consumed", "completed", "digests", "digestby"):
+        assert store._r.exists(store._k[name]) == 0, name
 
 
 # --- content fingerprints: "seen this recording before?" ---------------------------------------
@@ -551,6 +614,38 @@ def test_server_killed_and_restarted_loses_nothing(backend, request, record_prop
     assert store.failures("alice", 60, T0 + 1) == 1
 
 
+@pytest.mark.parametrize("backend", SERVERS, indirect=True)
+def test_a_session_consumed_before_a_restart_is_resumed_by_its_upload(
+    backend, request, keyring
+):
+    """The flaky service test's failure, replayed on the store alone: the session is
+    consumed, then the server goes away before the video's digest is recorded (the service
+    answers 503). After the restart the person's retry of the same upload is verified, not
+    refused as SESSION_ALREADY_USED; a different video still is."""
+    server = request.getfixturevalue(
+        "postgres_server" if backend.kind == "postgresql" else "redis_server"
+    )
+    store = backend.open(timeout=1.0)
+    ch = issue_challenge(keyring, store, account="alice", now=T0)
+    store.consume(ch.session_id, T0 + 1, digest("upload"))  # begin_verification's first write
+    server.kill()
+    try:
+        with pytest.raises(StoreUnavailable):
+            begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 1)
+    finally:
+        server.start()
+    _until_available(lambda: store.is_known(ch.session_id), timeout=60)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, ch.token, digest("other"), now=T0 + 5)
+    assert e.value.code == SESSION_ALREADY_USED
+    got = begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 6)
+    assert got.session_id == ch.session_id
+    complete_verification(store, got, T0 + 7)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 8)
+    assert e.value.code == SESSION_ALREADY_USED
+
+
 def test_sqlite_lock_held_too_long_is_store_unavailable(tmp_path):
     import sqlite3
 
@@ -571,6 +666,62 @@ def test_sqlite_file_is_private(tmp_path):
     path = tmp_path / "s.db"
     SQLiteSessionStore(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+# The two tables as the first release created them (before a session remembered the video
+# that consumed it): a store opened on them adds the columns and reads the old rows as
+# "consumed by an unknown video" (never resumed) and "a digest of no known session".
+_OLD_TABLES = (
+    "CREATE TABLE {p}sessions (id TEXT PRIMARY KEY, account TEXT, actions TEXT NOT NULL, "
+    "issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, consumed_at DOUBLE PRECISION)",
+    "CREATE TABLE {p}video_digests (digest TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
+    "INSERT INTO {p}sessions VALUES ('used', NULL, '[]', 0, {exp}, {t0})",
+    "INSERT INTO {p}sessions VALUES ('fresh', NULL, '[]', 0, {exp}, NULL)",
+    "INSERT INTO {p}video_digests VALUES ('{d}', {t0})",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_tables_of_the_first_release_are_upgraded(backend):
+    fmt = {"exp": int(T0) + 120, "t0": T0, "d": digest("old")}
+    if backend.kind == "sqlite":
+        import sqlite3
+
+        path = backend.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            for sql in _OLD_TABLES:
+                conn.execute(sql.format(p="", **fmt))
+            conn.execute("PRAGMA user_version = 1")
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            for sql in _OLD_TABLES:
+                conn.execute(sql.format(p=backend.options["namespace"] + "_", **fmt))
+    store = backend.open()
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume("used", T0 + 1, digest("old"))
+    assert not store.record_video_digest(digest("old"), T0 + 1, "used")
+    store.consume("fresh", T0 + 1, digest("new"))
+    store.consume("fresh", T0 + 2, digest("new"))  # resumed: the new columns work
+    assert store.record_video_digest(digest("new"), T0 + 2, "fresh")
+    assert store.record_video_digest(digest("new"), T0 + 3, "fresh")
+    backend.open()  # a second open finds the columns there
+    if backend.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_sqlite_file_of_a_newer_release_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 3")
+    with pytest.raises(LivenessError, match="newer than this code"):
+        SQLiteSessionStore(path)
 
 
 # --- choosing a store by URL ----------------------------------------------------------------

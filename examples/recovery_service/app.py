@@ -597,9 +597,11 @@ class RecoveryService:
                 )
         except StoreUnavailable:
             # The database went away before an outcome: the attempt goes back to `waiting`
-            # and the person's retry (after Retry-After) finishes it. A token already spent
-            # is then refused as SESSION_ALREADY_USED, with that outcome recorded; never
-            # verified twice (db.py, README "Several instances").
+            # and the person's retry (after Retry-After) finishes it. A session the first
+            # try consumed is resumed by the same upload (liveness.sessions,
+            # begin_verification "Resuming"); another upload is refused as
+            # SESSION_ALREADY_USED, with that outcome recorded. One outcome per recovery
+            # (db.py, README "Several instances").
             retry_unavailable(
                 lambda: self.db.release(recovery_id, self.instance), self.config.outcome_retry_s
             )

@@ -1,4 +1,5 @@
-"""Before the analysis: video digests, :func:`begin_verification`, :class:`ChallengeGate`."""
+"""Before and after the analysis: video digests, :func:`begin_verification`,
+:func:`complete_verification`, :class:`ChallengeGate`."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def begin_verification(
     3. issued by ``store`` -> ``TOKEN_INVALID``
     4. account not rate limited -> ``RATE_LIMITED`` (the session stays unused)
     5. session consumed atomically -> ``SESSION_ALREADY_USED`` for every request but the first
+       (and the same video's, below)
     6. ``video_digest`` (SHA-256 hex of the video bytes, :func:`video_digest`) never seen
        before -> ``VIDEO_REUSED``. After consumption on purpose: a replayed video burns the
        session too.
@@ -59,6 +61,16 @@ def begin_verification(
     Failures at 5 and 6 mean someone is replaying a genuine token or video, so they count as
     failures for the account's rate limit. The caller must record a failure itself when the
     analysis later rejects the video (``store.record_failure(claims.account, now)``).
+
+    **Resuming.** The session is consumed *by this video*: until the caller records that the
+    verification produced its result (:func:`complete_verification`), the same bytes pass
+    steps 5 and 6 again. A store or connection failure after consumption (the server
+    restarted, the answer to a commit was lost) therefore costs the person a retry, not
+    their session: their upload, retried, is verified. Another video is refused as before,
+    and so is the same one once the result is recorded. Two identical uploads sent at once
+    may both be analysed; both results are of the same recording. What stays unfair: a
+    store that commits :func:`complete_verification` and loses the answer refuses the
+    retry as ``SESSION_ALREADY_USED``.
     """
     now = time.time() if now is None else now
     if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
@@ -70,14 +82,21 @@ def begin_verification(
     if claims.account is not None:
         store.check_rate_limit(claims.account, now)
     try:
-        store.consume(claims.session_id, now)
-        if not store.record_video_digest(video_digest.lower(), now):
+        store.consume(claims.session_id, now, video_digest.lower())
+        if not store.record_video_digest(video_digest.lower(), now, claims.session_id):
             raise VideoReusedError(detail=f"digest {video_digest[:12]}... seen before")
     except (SessionAlreadyUsedError, VideoReusedError):
         if claims.account is not None:
             store.record_failure(claims.account, now)
         raise
     return claims
+
+
+def complete_verification(store: SessionStore, claims: ChallengeClaims, now: float) -> None:
+    """Record that the verification of ``claims``' session produced its result, after any
+    failure it counts (``store.record_failure``): from now on the session is used, even by
+    the video that consumed it (see :func:`begin_verification`, "Resuming")."""
+    store.complete(claims.session_id, now)
 
 
 @dataclass(frozen=True)
@@ -105,12 +124,13 @@ class ChallengeGate:
         """:func:`begin_verification` with this gate's keyring and store; then, with
         ``fingerprints`` and the decoded frames as ``content``, the content check: a video
         whose frames were seen before raises :class:`VideoReusedError` (the session is
-        consumed and the failure counted, as for a repeated digest)."""
+        consumed and the failure counted, as for a repeated digest). Frames kept for this
+        same session (a resumed session's first try) do not count."""
         now = time.time() if now is None else now
         claims = begin_verification(self.keyring, self.store, token, video_digest, now)
         if content is not None and self.fingerprints is not None:
             fp = self.fingerprints.fingerprint(content)
-            if not self.fingerprints.check_and_add(fp, now):
+            if not self.fingerprints.check_and_add(fp, now, session=claims.session_id):
                 if claims.account is not None:
                     self.store.record_failure(claims.account, now)
                 raise VideoReusedError(detail="content fingerprint seen before")
@@ -127,3 +147,7 @@ class ChallengeGate:
         """Count a rejected attempt against the token's account (no-op without one)."""
         if claims.account is not None:
             self.store.record_failure(claims.account, time.time() if now is None else now)
+
+    def complete(self, claims: ChallengeClaims, now: float | None = None) -> None:
+        """:func:`complete_verification` with this gate's store."""
+        complete_verification(self.store, claims, time.time() if now is None else now)

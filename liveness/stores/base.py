@@ -89,8 +89,13 @@ class SessionStore(Protocol):
     What an implementation must guarantee:
 
     * :meth:`consume` is atomic: of any number of concurrent calls for one session, from any
-      number of threads, processes or machines, exactly one returns.
-    * :meth:`record_video_digest` is an atomic insert-if-absent.
+      number of threads, processes or machines, exactly one returns. A later call with the
+      same video digest returns too (a *resume*) until :meth:`complete` is called: the
+      first call's verification never produced a result (its connection broke, the store
+      went away before the next write), and refusing the person's retry as
+      ``SESSION_ALREADY_USED`` would refuse them for the infrastructure's fault.
+    * :meth:`record_video_digest` is an atomic insert-if-absent; the session that recorded
+      a digest may record it again (its resume).
     * Rate limiting follows :class:`liveness.stores.RateLimit`: :meth:`record_failure` counts
       the account's failures since ``now - window`` (ignoring those up to the failure that
       triggered the previous block) and blocks it until ``now + cooldown`` when they reach
@@ -108,13 +113,23 @@ class SessionStore(Protocol):
         """Whether this store issued ``session_id`` (and has not purged it)."""
         ...
 
-    def consume(self, session_id: str, now: float) -> None:
-        """Mark the session used. :class:`~liveness.sessions.SessionAlreadyUsedError` if it
-        already was, :class:`~liveness.sessions.TokenInvalidError` if it is unknown."""
+    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
+        """Mark the session used by the video ``digest``.
+        :class:`~liveness.sessions.SessionAlreadyUsedError` if it already was (by another
+        video, by one without a digest, or by this one after :meth:`complete`),
+        :class:`~liveness.sessions.TokenInvalidError` if it is unknown."""
         ...
 
-    def record_video_digest(self, digest: str, now: float) -> bool:
-        """Remember a video's SHA-256 hex digest; False if it was seen before."""
+    def record_video_digest(
+        self, digest: str, now: float, session_id: str | None = None
+    ) -> bool:
+        """Remember a video's SHA-256 hex digest as submitted for ``session_id``; False if
+        it was seen before, except by that same session."""
+        ...
+
+    def complete(self, session_id: str, now: float) -> None:
+        """The session's verification produced its result: :meth:`consume` no longer lets
+        the same video resume it. No error for a session already completed or unknown."""
         ...
 
     def record_failure(self, account: str, now: float) -> float | None:
@@ -150,12 +165,21 @@ class StorePrimitives(Protocol):
         """Whether the session is recorded."""
         ...
 
-    def consume(self, session_id: str, now: float) -> None:
-        """Set ``consumed_at = now`` if it is unset (compare-and-set), else raise."""
+    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
+        """Set ``consumed_at = now`` and ``consumed_by = digest`` if ``consumed_at`` is unset
+        (compare-and-set); else return if ``digest`` is given, equals ``consumed_by`` and
+        the session is not completed (a resume); else raise."""
         ...
 
-    def record_video_digest(self, digest: str, now: float) -> bool:
-        """Insert-if-absent; True if this call inserted it."""
+    def record_video_digest(
+        self, digest: str, now: float, session_id: str | None = None
+    ) -> bool:
+        """Insert-if-absent, with ``session_id`` as the digest's owner; True if this call
+        inserted it or if the kept digest's owner is ``session_id`` (not None)."""
+        ...
+
+    def complete(self, session_id: str, now: float) -> None:
+        """Set ``completed_at = now`` if it is unset; nothing for an unknown session."""
         ...
 
     def add_failure(self, account: str, now: float) -> int:

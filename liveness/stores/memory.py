@@ -33,9 +33,12 @@ class MemorySessionStore(RateLimitRules):
     digest_retention: float = DEFAULT_DIGEST_RETENTION
     max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    # session id -> [expires_at, consumed_at or None]
+    # session id -> [expires_at, consumed_at, consumed_by (a digest), completed_at]; None unset
     _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
-    _digests: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    # digest -> (seen_at, the session that submitted it or None)
+    _digests: dict[str, tuple[float, str | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     # account -> [(failure id, time)]; ids order failures even when times are equal
     _failures: dict[str, list[tuple[int, float]]] = field(
         default_factory=dict, init=False, repr=False
@@ -55,27 +58,36 @@ class MemorySessionStore(RateLimitRules):
         with self._lock:
             if claims.session_id in self._sessions:
                 raise duplicate_session(claims.session_id)
-            self._sessions[claims.session_id] = [claims.expires_at, None]
+            self._sessions[claims.session_id] = [claims.expires_at, None, None, None]
 
     def is_known(self, session_id: str) -> bool:
         with self._lock:
             return session_id in self._sessions
 
-    def consume(self, session_id: str, now: float) -> None:
+    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         with self._lock:
             rec = self._sessions.get(session_id)
             if rec is None:
                 raise unknown_session()
-            if rec[1] is not None:
+            if rec[1] is None:
+                rec[1], rec[2] = now, digest
+            elif digest is None or rec[2] != digest or rec[3] is not None:
                 raise already_used(rec[1])
-            rec[1] = now
 
-    def record_video_digest(self, digest: str, now: float) -> bool:
+    def record_video_digest(
+        self, digest: str, now: float, session_id: str | None = None
+    ) -> bool:
         with self._lock:
             if digest in self._digests:
-                return False
-            self._digests[digest] = now
+                return session_id is not None and self._digests[digest][1] == session_id
+            self._digests[digest] = (now, session_id)
             return True
+
+    def complete(self, session_id: str, now: float) -> None:
+        with self._lock:
+            rec = self._sessions.get(session_id)
+            if rec is not None and rec[3] is None:
+                rec[3] = now
 
     def add_failure(self, account: str, now: float) -> int:
         with self._lock:
@@ -133,7 +145,7 @@ class MemorySessionStore(RateLimitRules):
             for sid in [s for s, r in self._sessions.items() if r[0] < now - SESSION_GRACE]:
                 del self._sessions[sid]
                 removed += 1
-            for d in [d for d, t in self._digests.items() if t < now - self.digest_retention]:
+            for d in [d for d, (t, _) in self._digests.items() if t < now - self.digest_retention]:
                 del self._digests[d]
                 removed += 1
             for acct, lst in list(self._failures.items()):

@@ -41,11 +41,17 @@ CREATE TABLE IF NOT EXISTS {ns}_sessions (
     expires_at BIGINT NOT NULL,
     consumed_at DOUBLE PRECISION
 );
+-- Added after the first release (see stores/base.py on resuming a session). Old rows read
+-- NULL, i.e. consumed by an unknown video (never resumed) and a digest of no known session.
+-- (No semicolons in comments: the schema is split on them.)
+ALTER TABLE {ns}_sessions ADD COLUMN IF NOT EXISTS consumed_by TEXT;
+ALTER TABLE {ns}_sessions ADD COLUMN IF NOT EXISTS completed_at DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS {ns}_sessions_expires ON {ns}_sessions (expires_at);
 CREATE TABLE IF NOT EXISTS {ns}_video_digests (
     digest TEXT PRIMARY KEY,
     seen_at DOUBLE PRECISION NOT NULL
 );
+ALTER TABLE {ns}_video_digests ADD COLUMN IF NOT EXISTS session_id TEXT;
 CREATE INDEX IF NOT EXISTS {ns}_video_digests_seen ON {ns}_video_digests (seen_at);
 CREATE TABLE IF NOT EXISTS {ns}_failures (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -219,32 +225,54 @@ class PostgresSessionStore(RateLimitRules):
             ).fetchone()
         return row is not None
 
-    def consume(self, session_id: str, now: float) -> None:
+    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         t = self._t["sessions"]
         with self._conn() as conn:
             # One statement: the conditional UPDATE decides; the SELECT (from the statement's
-            # snapshot) only tells "unknown" from "used" when the UPDATE changed nothing.
-            updated, exists, consumed_at = conn.execute(
-                f"WITH u AS (UPDATE {t} SET consumed_at = %s "
+            # snapshot) only tells "unknown" from "used", and a resume, when the UPDATE
+            # changed nothing. A consumption committed during this statement is not in its
+            # snapshot: that call reads as "used" (consumed_by unknown), never as a resume.
+            updated, exists, consumed_at, consumed_by, completed_at = conn.execute(
+                f"WITH u AS (UPDATE {t} SET consumed_at = %s, consumed_by = %s "
                 "WHERE id = %s AND consumed_at IS NULL RETURNING 1) "
-                f"SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM {t} WHERE id = %s), "
-                f"(SELECT consumed_at FROM {t} WHERE id = %s)",
-                (now, session_id, session_id, session_id),
+                "SELECT (SELECT count(*) FROM u), s.id IS NOT NULL, s.consumed_at, "
+                f"s.consumed_by, s.completed_at FROM (SELECT 1) one LEFT JOIN {t} s "
+                "ON s.id = %s",
+                (now, digest, session_id, session_id),
             ).fetchone()
         if updated == 1:
             return
         if not exists:
             raise unknown_session()
+        if (
+            digest is not None
+            and consumed_at is not None
+            and consumed_by == digest
+            and completed_at is None
+        ):
+            return  # the same video resumes a session whose result was never recorded
         raise already_used(consumed_at)
 
-    def record_video_digest(self, digest: str, now: float) -> bool:
+    def record_video_digest(
+        self, digest: str, now: float, session_id: str | None = None
+    ) -> bool:
+        t = self._t["video_digests"]
         with self._conn() as conn:
-            cur = conn.execute(
-                f"INSERT INTO {self._t['video_digests']} (digest, seen_at) VALUES (%s, %s) "
-                "ON CONFLICT (digest) DO NOTHING",
-                (digest, now),
+            inserted, owner = conn.execute(
+                f"WITH i AS (INSERT INTO {t} (digest, seen_at, session_id) "
+                "VALUES (%s, %s, %s) ON CONFLICT (digest) DO NOTHING RETURNING 1) "
+                f"SELECT (SELECT count(*) FROM i), (SELECT session_id FROM {t} WHERE digest = %s)",
+                (digest, now, session_id, digest),
+            ).fetchone()
+        return inserted == 1 or (session_id is not None and owner == session_id)
+
+    def complete(self, session_id: str, now: float) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                f"UPDATE {self._t['sessions']} SET completed_at = %s "
+                "WHERE id = %s AND completed_at IS NULL",
+                (now, session_id),
             )
-        return cur.rowcount == 1
 
     def add_failure(self, account: str, now: float) -> int:
         with self._conn() as conn:

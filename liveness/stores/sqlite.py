@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SQLiteSessionStore"]
 
-_SCHEMA_VERSION = 1
+# 2: sessions.consumed_by and completed_at, video_digests.session_id (a session consumed by a
+# video may be resumed by the same video until its result is recorded: stores/base.py).
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -35,12 +37,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     actions TEXT NOT NULL,
     issued_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
-    consumed_at REAL
+    consumed_at REAL,
+    consumed_by TEXT,
+    completed_at REAL
 );
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS video_digests (
     digest TEXT PRIMARY KEY,
-    seen_at REAL NOT NULL
+    seen_at REAL NOT NULL,
+    session_id TEXT
 );
 CREATE TABLE IF NOT EXISTS failures (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -188,7 +193,7 @@ class SQLiteSessionStore(RateLimitRules):
             conn.execute("PRAGMA journal_mode=WAL")
         with self._tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version > _SCHEMA_VERSION:
                 raise SetupError(
                     f"{self.path}: session store schema {version} is newer than this code "
                     f"({_SCHEMA_VERSION})"
@@ -196,11 +201,18 @@ class SQLiteSessionStore(RateLimitRules):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
-            have = {r[1] for r in c.execute("PRAGMA table_info(video_fingerprints)")}
-            if "summary" not in have:
-                c.execute(
-                    "ALTER TABLE video_fingerprints ADD COLUMN summary TEXT NOT NULL DEFAULT ''"
-                )
+            # Columns added since a file was created (CREATE TABLE IF NOT EXISTS keeps the
+            # old table): the old rows read NULL, i.e. "consumed by an unknown video" (never
+            # resumed) and "digest of no known session".
+            for table, column, kind in (
+                ("video_fingerprints", "summary", "TEXT NOT NULL DEFAULT ''"),
+                ("sessions", "consumed_by", "TEXT"),
+                ("sessions", "completed_at", "REAL"),
+                ("video_digests", "session_id", "TEXT"),
+            ):
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def record_issued(self, claims: ChallengeClaims) -> None:
@@ -225,30 +237,49 @@ class SQLiteSessionStore(RateLimitRules):
             row = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return row is not None
 
-    def consume(self, session_id: str, now: float) -> None:
+    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         with self._tx() as c:
             # One conditional UPDATE: whoever changes the row first wins; everyone else sees
             # rowcount 0. Atomic even without the IMMEDIATE transaction around it.
             cur = c.execute(
-                "UPDATE sessions SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL",
-                (now, session_id),
+                "UPDATE sessions SET consumed_at = ?, consumed_by = ? "
+                "WHERE id = ? AND consumed_at IS NULL",
+                (now, digest, session_id),
             )
             if cur.rowcount == 1:
                 return
             row = c.execute(
-                "SELECT consumed_at FROM sessions WHERE id = ?", (session_id,)
+                "SELECT consumed_at, consumed_by, completed_at FROM sessions WHERE id = ?",
+                (session_id,),
             ).fetchone()
         if row is None:
             raise unknown_session()
+        if digest is not None and row[1] == digest and row[2] is None:
+            return  # the same video resumes a session whose result was never recorded
         raise already_used(row[0])
 
-    def record_video_digest(self, digest: str, now: float) -> bool:
+    def record_video_digest(
+        self, digest: str, now: float, session_id: str | None = None
+    ) -> bool:
         with self._tx() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO video_digests (digest, seen_at) VALUES (?, ?)",
-                (digest, now),
+                "INSERT OR IGNORE INTO video_digests (digest, seen_at, session_id) "
+                "VALUES (?, ?, ?)",
+                (digest, now, session_id),
             )
-            return cur.rowcount == 1
+            if cur.rowcount == 1:
+                return True
+            row = c.execute(
+                "SELECT session_id FROM video_digests WHERE digest = ?", (digest,)
+            ).fetchone()
+        return session_id is not None and row is not None and row[0] == session_id
+
+    def complete(self, session_id: str, now: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE sessions SET completed_at = ? WHERE id = ? AND completed_at IS NULL",
+                (now, session_id),
+            )
 
     def add_failure(self, account: str, now: float) -> int:
         with self._tx() as c:
