@@ -315,7 +315,9 @@ def test_load_and_faults_across_two_instances(postgres_server, tmp_path):  # noq
     assert (
         kill["status_after_restart"] == "failed" and kill["error_after_restart"] == "INTERRUPTED"
     ), figures
-    assert kill["verifications"] == 1 and kill["reupload_status"] == 409, figures
+    # Begun once, killed before its result: never completed, and never begun again.
+    assert kill["verifications_begun"] == 1 and kill["verifications"] == 0, figures
+    assert kill["reupload_status"] == 409, figures
     assert kill["interrupted_rows"] == 1 and kill["decision_rows"] == 0, figures
     assert out["db_restart"]["down_s"] >= 2.0, figures
 
@@ -324,10 +326,11 @@ def test_load_and_faults_across_two_instances(postgres_server, tmp_path):  # noq
 
 
 def test_database_lost_mid_upload_gives_503_then_the_retry_finishes_it(tmp_path, monkeypatch):
-    """Plumbing analysis step (benchmarks.service_load.PlumbingVerifier). The store fails as
-    the token is spent: 503 with Retry-After, the attempt back to `waiting`, and the retry is
-    verified once. The database fails twice as the outcome is written: the outcome is
-    retried and recorded (200), one decision row."""
+    """Plumbing analysis step (benchmarks.service_load.PlumbingVerifier). The store spends
+    the token and the connection breaks before its answer: 503 with Retry-After, the attempt
+    back to `waiting`, and the retry of the same upload is verified once. The database fails
+    twice as the outcome is written: the outcome is retried and recorded (200), one decision
+    row."""
     from fastapi.testclient import TestClient
 
     from benchmarks.service_load import PlumbingVerifier
@@ -363,9 +366,12 @@ def test_database_lost_mid_upload_gives_503_then_the_retry_finishes_it(tmp_path,
             )
 
         consume = service.store.consume
-        monkeypatch.setattr(
-            service.store, "consume", lambda *a: (_ for _ in ()).throw(StoreUnavailable("down"))
-        )
+
+        def consumed_then_lost(*a):
+            consume(*a)  # committed, and then the connection broke before the answer
+            raise StoreUnavailable("terminating connection due to administrator command")
+
+        monkeypatch.setattr(service.store, "consume", consumed_then_lost)
         r = upload(b"clip-1")
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
         assert service.db.recovery(rid)[3] == "waiting" and not log.exists()
@@ -380,11 +386,14 @@ def test_database_lost_mid_upload_gives_503_then_the_retry_finishes_it(tmp_path,
             return finish(*a)
 
         monkeypatch.setattr(service.db, "finish", flaky_finish)
-        r = upload(b"clip-2")
+        # The person's retry sends the same upload: the session its first try consumed is
+        # resumed, not refused as SESSION_ALREADY_USED (the flaky load run's lost
+        # recovery, replayed).
+        r = upload(b"clip-1")
         assert r.status_code == 200 and r.json()["decision"] == "accept", r.text
         assert len(fails) == 2 and service.db.recovery(rid)[3] == "done"
-        assert log.read_text().split() == [rid, "t"]  # verified once
-        assert upload(b"clip-3").status_code == 409
+        assert log.read_text().split() == [rid, "t", "begun", rid, "t", "completed"]
+        assert upload(b"clip-1").status_code == 409
         decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
         assert [e["recovery_id"] for e in decisions] == [rid]
         assert service.audit_chain_ok()
