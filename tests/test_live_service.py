@@ -302,3 +302,41 @@ def test_session_time_and_frame_size_are_bounded(fresh, monkeypatch, data_dir):
         elapsed = time.monotonic() - t0
     assert result["decision"] == "reject"
     assert elapsed < 2.0 + live.IDLE_S + 3.0, elapsed
+
+
+def test_a_database_failure_before_the_claim_costs_a_reconnect_not_the_session(
+    fresh, monkeypatch
+):
+    """The session is consumed, then the database fails as the recovery is claimed: the
+    page is told to try again shortly (STORE_UNAVAILABLE, retry_after), and the reconnect
+    streams; it is not refused as SESSION_ALREADY_USED. Once it has streamed, another
+    connection is."""
+    from liveness.stores import StoreUnavailable
+
+    client = fresh()
+    service = client.app.state.service
+    started = client.post("/recoveries", json={"account": "hijab"}).json()
+    url = f"/recoveries/{started['recovery_id']}/live"
+    claim, calls = service.db.claim, []
+
+    def claim_once_unavailable(*a):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreUnavailable("terminating connection due to administrator command")
+        return claim(*a)
+
+    monkeypatch.setattr(service.db, "claim", claim_once_unavailable)
+    with client.websocket_connect(url) as ws:
+        ws.send_json({"token": started["token"]})
+        m = ws.receive_json()
+    assert m["reasons"][0]["code"] == "STORE_UNAVAILABLE" and m["retry_after"] >= 1, m
+    with client.websocket_connect(url) as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"not a jpeg")
+        while (m := ws.receive_json())["type"] != "result":
+            pass
+    assert m["decision"] == "reject" and len(calls) == 2
+    with client.websocket_connect(url) as ws:
+        ws.send_json({"token": started["token"]})
+        assert ws.receive_json()["reasons"][0]["code"] == "SESSION_ALREADY_USED"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -41,7 +42,13 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from liveness.sessions import RateLimitedError, SessionError, TokenInvalidError, verify_token
+from liveness.sessions import (
+    RateLimitedError,
+    SessionError,
+    StoreUnavailable,
+    TokenInvalidError,
+    verify_token,
+)
 from liveness.stream import LiveSession, StreamConfig, StreamInputError
 
 from .app import HEADLINES, STATIC_DIR, RecoveryService, ServiceError, public_result
@@ -72,6 +79,12 @@ def register_live(app: FastAPI) -> None:
             await _run(ws, service, recovery_id, client)
         except WebSocketDisconnect:
             pass
+        except StoreUnavailable as exc:  # as the upload path's 503: try again shortly
+            log.warning("recovery %s: store unavailable: %s", recovery_id, exc.detail)
+            with contextlib.suppress(Exception):
+                await ws.send_json(
+                    _refusal(exc.code, exc.message) | {"retry_after": max(1, int(exc.retry_after))}
+                )
         finally:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -116,7 +129,12 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
         if status != "waiting":  # never reached the analysis: the client's junk (issue 12)
             service._junk(client)
             return None, _used()
-        service.store.consume(claims.session_id, now)
+        # Consumed by "the live check of this session" (no video digest exists yet): if the
+        # database then fails before the claim below, the person's reconnect resumes the
+        # session instead of being refused as SESSION_ALREADY_USED. Only one connection
+        # ever streams: db.claim lets one through, and a recovery no longer `waiting` is
+        # refused above. An upload (its own digest) is still refused.
+        service.store.consume(claims.session_id, now, _live_key(claims.session_id))
     except (SessionError, RateLimitedError) as exc:
         if not isinstance(exc, RateLimitedError):
             service._junk(client)
@@ -131,6 +149,11 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
     if not service.db.claim(recovery_id, service.instance):
         return None, _used()
     return (account, claims), None
+
+
+def _live_key(session_id: str) -> str:
+    """What consumes a session for the live check, in place of a video's digest."""
+    return hashlib.sha256(b"live:" + session_id.encode()).hexdigest()
 
 
 def _finish(service: RecoveryService, session: LiveSession):
