@@ -61,9 +61,9 @@ class PlumbingVerifier:
     """Stands in for :class:`liveness.Verifier` in the load test ONLY (see module doc).
 
     ``enroll`` accepts any photo as a usable reference; ``verify`` checks and spends the token
-    through ``challenges`` (the service's gate and store), appends ``<session id> <instance>
-    begun`` to ``log_path`` (O_APPEND: one line per event, from every process), sleeps
-    ``delay``, completes the session, appends ``... completed`` and answers ``accept``."""
+    through ``challenges`` (the service's gate and store), appends ``<session id>
+    <instance>`` to ``log_path`` (O_APPEND: one line per verification, from every process),
+    sleeps ``delay`` and answers ``accept``."""
 
     def __init__(self, log_path: str, instance: str, delay: float = 0.05) -> None:
         self.log_path = log_path
@@ -81,7 +81,7 @@ class PlumbingVerifier:
 
     def verify(self, video, reference, *, challenge=None, mirrored=False, account=None, **_):
         from liveness.reasons import Reason, ReasonCode
-        from liveness.sessions import SessionError, video_digest
+        from liveness.sessions import SessionError, StoreUnavailable, verify_token, video_digest
 
         data = Path(video).read_bytes()
         now = time.time()
@@ -90,21 +90,17 @@ class PlumbingVerifier:
         except SessionError as exc:
             reason = Reason.of(ReasonCode(exc.code), "reject", message=str(exc))
             return _result("reject", [reason])
-        self._log(claims.session_id, "begun")
-        time.sleep(self.delay)
-        # As liveness.Verifier: the result exists, so the session is complete. A store
-        # failure before this leaves it resumable by the same upload, which the service's
-        # retry sends (a second "begun" line); "completed" is written once.
-        self.challenges.complete(claims, now)
-        self._log(claims.session_id, "completed")
-        return _result("accept", [])
-
-    def _log(self, session_id: str, event: str) -> None:
+        except StoreUnavailable:  # as liveness.Verifier: the retry may resume the session
+            sid = verify_token(self.challenges.keyring, challenge, now=now).session_id
+            self.challenges.release(sid, video_digest(data), now)
+            raise
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, f"{session_id} {self.instance} {event}\n".encode())
+            os.write(fd, f"{claims.session_id} {self.instance}\n".encode())
         finally:
             os.close(fd)
+        time.sleep(self.delay)
+        return _result("accept", [])
 
 
 def _result(decision: str, reasons: list) -> SimpleNamespace:
@@ -477,9 +473,8 @@ def run(
         figures["load_s"] = round(time.perf_counter() - t0, 2)
         figures["recoveries_per_s"] = round(n / figures["load_s"], 1)
         # -- the checks --------------------------------------------------------------------
-        events = [line.split() for line in verifications.read_text().splitlines()]
-        per_token = Counter(sid for sid, _inst, ev in events if ev == "completed")
-        begun = Counter(sid for sid, _inst, ev in events if ev == "begun")
+        lines = verifications.read_text().split()
+        per_token = Counter(lines[0::2])
         rids = [r["rid"] for r in results if "rid" in r]
         statuses = Counter()
         for rid in rids:
@@ -509,8 +504,6 @@ def run(
             recovery_status=dict(statuses),
             verified_exactly_once=sum(1 for r in rids if per_token[r] == 1),
             verified_more_than_once=sum(1 for r in rids if per_token[r] > 1),
-            # begun again after a store failure, by the same upload (sessions, "Resuming")
-            resumed=sum(1 for r in rids if begun[r] > 1),
             never_verified=[r for r in rids if per_token[r] == 0][:5],
             decision_rows_exactly_one=sum(1 for r in rids if decisions[r] == 1),
             started_rows_exactly_one=sum(1 for r in rids if started[r] == 1),
@@ -524,7 +517,6 @@ def run(
         )
         kill_rid = figures["kill"]["recovery_id"]
         figures["kill"]["verifications"] = per_token[kill_rid]
-        figures["kill"]["verifications_begun"] = begun[kill_rid]
         figures["kill"]["decision_rows"] = decisions[kill_rid]
         figures["kill"]["interrupted_rows"] = sum(
             1

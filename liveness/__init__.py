@@ -46,8 +46,8 @@ from .sessions import (
     TokenInvalidError,
     VideoReusedError,
     begin_verification,
-    complete_verification,
     issue_challenge,
+    release_verification,
     video_digest,
 )
 from .verify import Reference, ReferenceUnusableError, Verifier, VerifierConfig
@@ -114,11 +114,11 @@ __all__ = [
     "VideoLimits",
     "VideoReusedError",
     "begin_verification",
-    "complete_verification",
     "choose_providers",
     "issue_challenge",
     "load_video",
     "map_jobs",
+    "release_verification",
     "verify_many",
     "video_digest",
 ]

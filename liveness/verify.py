@@ -49,6 +49,7 @@ from .sessions import (
     TokenInvalidError,
     verify_token,
 )
+from .stores import StoreUnavailable
 from .video import VideoLimits, load_video
 
 
@@ -237,7 +238,10 @@ class Verifier:
         token for one's own account cannot be spent against someone else's reference.
         Unreadable input raises an
         :class:`~liveness.errors.InputError`; problems with the faces or the session give a
-        ``reject`` or ``review`` result with reasons.
+        ``reject`` or ``review`` result with reasons. A session store that cannot be reached
+        raises :class:`~liveness.stores.StoreUnavailable` (answer ``503``); the session is
+        then released for this video (:func:`liveness.sessions.release_verification`, once:
+        a server retries it if the store is still down), so that the retry is verified.
 
         Memory: frames are analysed as they are decoded; at most
         :func:`liveness.keep.frame_bound` frames' pixels are held at once (74 with the
@@ -312,6 +316,12 @@ class Verifier:
             except SessionError as exc:
                 stream.abort()
                 return self._session_refused(exc, clock)
+            except StoreUnavailable:
+                # The session may be consumed (the answer to a commit can be lost): let
+                # the retry of this video resume it (sessions.begin_verification).
+                stream.abort()
+                self.challenges.release(early.session_id, video.sha256, now)
+                raise
         out = Evidence(video=video_info(video), reference=reference_info(ref))
         with clock("landmarks"):
             meshes = stream.finish()
@@ -374,12 +384,13 @@ class Verifier:
         result = conclude(out, self.config.policy, clock, self.models_used())
         # "review" counts too: ten photo animations in a row must not all reach the human
         # queue (issue 12).
-        if claims is not None:
-            if result.decision in ("reject", "review"):
+        if claims is not None and result.decision in ("reject", "review"):
+            try:
                 self.challenges.record_failure(claims, now)
-            # The result exists: the session's own video can no longer resume it (a store
-            # failure before this point leaves it resumable: sessions.begin_verification).
-            self.challenges.complete(claims, now)
+            except StoreUnavailable:
+                # No result is given: the person's retry of this video may resume it.
+                self.challenges.release(claims.session_id, out.video["sha256"], now)
+                raise
         return result
 
     def models_used(self) -> dict[str, ModelUse]:

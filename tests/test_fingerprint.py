@@ -176,46 +176,46 @@ def test_gate_refuses_content_seen_before_without_models(data_dir):
 
 
 def test_a_resumed_session_is_not_refused_for_its_own_first_try(data_dir):
-    """A session consumed by an upload whose result was lost (a store failure) is resumed
-    by the same upload: its frames, kept by the first try, do not count as seen before.
-    Another session with those frames is still refused, and so is the resume once
-    the session is complete."""
+    """A session released after a store failure is resumed by the same upload: its frames,
+    kept by the first try, do not count as seen before. Another session with those frames
+    is still refused, and so is a duplicate of the upload without a release."""
     g = ChallengeGate(Keyring.single(b"g" * 32), MemorySessionStore(), FingerprintIndex())
     frames = load_video(data_dir / CLIP, sample_fps=15).frames
     tok = token(g)
     first = g.begin(tok, "a" * 64, content=frames)
+    with pytest.raises(SessionAlreadyUsedError):
+        g.begin(tok, "a" * 64, content=frames)
+    assert g.release(first.session_id, "a" * 64)
     assert g.begin(tok, "a" * 64, content=frames) == first
     with pytest.raises(VideoReusedError):
         g.begin(token(g), "b" * 64, content=frames[5:])
-    g.complete(first)
-    with pytest.raises(SessionAlreadyUsedError):
-        g.begin(tok, "a" * 64, content=frames)
 
 
 def test_a_store_failure_during_verify_costs_a_retry_not_the_session(
     verifier, gate, data_dir, monkeypatch
 ):
-    """The store goes away as the verification ends (the result exists but the session
-    cannot be marked complete): verify raises StoreUnavailable, as a service answers 503.
-    The person's retry of the same upload is verified in full; a third try is refused."""
+    """The store goes away once the verification has its result but before the failure it
+    counts is recorded (another person's reference: reject or review): verify raises
+    StoreUnavailable, as a service answers 503, and releases the session. The person's
+    retry of the same upload is verified in full; a further try is refused."""
     data = (data_dir / OTHER).read_bytes()
     ref = data_dir / "faces/deepface/img33.jpg"
     tok = token(gate, account="resumed")  # not the account the tests above rate-limited
-    real = gate.store.complete
+    real = gate.store.record_failure
     calls = []
 
-    def complete_once_unavailable(session_id, now):
-        calls.append(session_id)
+    def record_failure_once_unavailable(account, now):
+        calls.append(account)
         if len(calls) == 1:
             raise StoreUnavailable(detail="injected: the server restarted")
-        real(session_id, now)
+        return real(account, now)
 
-    monkeypatch.setattr(gate.store, "complete", complete_once_unavailable)
+    monkeypatch.setattr(gate.store, "record_failure", record_failure_once_unavailable)
     with pytest.raises(StoreUnavailable):
         verifier.verify(data, ref, challenge=tok)
     retried = verifier.verify(data, ref, challenge=tok)
+    assert retried.decision in ("reject", "review") and len(calls) == 2
     session = {"SESSION_ALREADY_USED", "VIDEO_REUSED"}
     assert not session & set(retried.reason_codes), retried.reason_codes
     assert retried.liveness.challenge is not None  # the actions were checked
-    assert len(calls) == 2
     assert verifier.verify(data, ref, challenge=tok).reason_codes == ["SESSION_ALREADY_USED"]

@@ -84,11 +84,11 @@ PUBLIC = {
     "VideoLimits",
     "VideoReusedError",
     "begin_verification",
-    "complete_verification",
     "choose_providers",
     "issue_challenge",
     "load_video",
     "map_jobs",
+    "release_verification",
     "verify_many",
     "video_digest",
 }

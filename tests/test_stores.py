@@ -37,8 +37,8 @@ from liveness.sessions import (
     SessionError,
     TokenInvalidError,
     begin_verification,
-    complete_verification,
     issue_challenge,
+    release_verification,
     video_digest,
 )
 from liveness.stores import (
@@ -170,58 +170,83 @@ def test_begin_verification_end_to_end(keyring, store):
     assert e.value.code == TOKEN_INVALID
 
 
-def test_the_consuming_video_resumes_its_session_until_completed(store):
-    """A session is used by one video: the same digest may consume it again (its first
-    try's result was lost to a store failure) until the result is recorded; any other
-    video, a consumption without a digest, and everything after complete() are refused."""
+def test_a_released_session_is_resumed_once_by_its_video(store):
+    """A session is used by one video. After release() (its verification failed because a
+    store could not be reached) the same digest may consume it once more; any other video,
+    a consumption without a digest, and a second call without a new release are refused."""
     c, other = claims(), claims()
     store.record_issued(c)
     store.record_issued(other)
     store.consume(c.session_id, T0, digest("a"))
     assert store.record_video_digest(digest("a"), T0, c.session_id)
-    store.consume(c.session_id, T0 + 5, digest("a"))  # the resume
-    assert store.record_video_digest(digest("a"), T0 + 5, c.session_id)  # its own digest
-    for d in (digest("b"), None):
+    with pytest.raises(SessionAlreadyUsedError):  # no release: a duplicate is refused
+        store.consume(c.session_id, T0 + 1, digest("a"))
+    store.release(c.session_id, digest("b"), T0 + 2)  # not its video: nothing
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume(c.session_id, T0 + 3, digest("a"))
+    store.release(c.session_id, digest("a"), T0 + 4)
+    for d in (digest("b"), None):  # another video, or none, is still refused
         with pytest.raises(SessionAlreadyUsedError) as e:
-            store.consume(c.session_id, T0 + 6, d)
+            store.consume(c.session_id, T0 + 5, d)
         assert "consumed at 1750000000" in e.value.detail  # the first consumption's time
+    store.consume(c.session_id, T0 + 6, digest("a"))  # the resume
+    assert store.record_video_digest(digest("a"), T0 + 6, c.session_id)  # its own digest
+    with pytest.raises(SessionAlreadyUsedError):  # once per release
+        store.consume(c.session_id, T0 + 7, digest("a"))
     # The digest belongs to its session: another session, or none, has seen it before.
-    assert not store.record_video_digest(digest("a"), T0 + 6, other.session_id)
-    assert not store.record_video_digest(digest("a"), T0 + 6)
-    store.complete(c.session_id, T0 + 7)
-    store.complete(c.session_id, T0 + 8)  # twice: no error
-    store.complete("never-issued", T0 + 8)  # unknown: nothing, and nothing created
+    assert not store.record_video_digest(digest("a"), T0 + 7, other.session_id)
+    assert not store.record_video_digest(digest("a"), T0 + 7)
+    store.release("never-issued", digest("a"), T0 + 8)  # unknown: nothing, nothing created
     assert not store.is_known("never-issued")
-    with pytest.raises(SessionAlreadyUsedError):
-        store.consume(c.session_id, T0 + 9, digest("a"))
-    # Consumed without a digest (the live WebSocket check): never resumed.
+    # Consumed without a digest: never resumed.
     store.consume(other.session_id, T0)
+    store.release(other.session_id, digest("c"), T0 + 1)
     with pytest.raises(SessionAlreadyUsedError):
-        store.consume(other.session_id, T0 + 1, digest("c"))
+        store.consume(other.session_id, T0 + 2, digest("c"))
 
 
-def test_begin_verification_resumes_the_same_upload(keyring, store):
+def test_one_released_session_from_many_threads_is_resumed_once(store):
+    c = claims()
+    store.record_issued(c)
+    store.consume(c.session_id, T0, digest("a"))
+    store.release(c.session_id, digest("a"), T0 + 1)
+    barrier, won, lock = threading.Barrier(8), [], threading.Lock()
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        try:
+            store.consume(c.session_id, T0 + 2, digest("a"))
+        except SessionAlreadyUsedError:
+            return
+        with lock:
+            won.append(1)
+
+    _in_threads(worker, 8, timeout=60)
+    assert len(won) == 1
+
+
+def test_begin_verification_resumes_a_released_upload(keyring, store):
     ch = issue_challenge(keyring, store, account="alice", now=T0)
     first = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 1)
-    # The first try never produced a result (its store went away): the person's retry of
-    # the same upload is verified, and nothing counts against the account.
+    with pytest.raises(SessionError) as e:  # the same upload again, while it is analysed
+        begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 2)
+    assert e.value.code == SESSION_ALREADY_USED
+    # The first try ended without a result (its store went away): released, the person's
+    # retry of the same upload is verified.
+    release_verification(store, first.session_id, digest("a").upper(), T0 + 3)  # any case
     again = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 10)
     assert again == first
-    assert store.failures("alice", 180, T0 + 10) == 0
     with pytest.raises(SessionError) as e:
         begin_verification(keyring, store, ch.token, digest("b"), now=T0 + 11)
     assert e.value.code == SESSION_ALREADY_USED
-    complete_verification(store, first, T0 + 12)
-    with pytest.raises(SessionError) as e:
-        begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 13)
-    assert e.value.code == SESSION_ALREADY_USED
-    assert store.failures("alice", 180, T0 + 13) == 2  # each replay counted
+    assert store.failures("alice", 180, T0 + 11) == 2  # the duplicate and the other video
     # A session burnt by a reused video stays refused for that video when resumed.
     later = issue_challenge(keyring, store, account="alice", now=T0 + 20)
     for t in (21, 22):
         with pytest.raises(SessionError) as e:
             begin_verification(keyring, store, later.token, digest("a"), now=T0 + t)
         assert e.value.code == VIDEO_REUSED
+        release_verification(store, later.session_id, digest("a"), T0 + t)
 
 
 def _in_threads(worker, n: int, timeout: float) -> None:
@@ -354,13 +379,13 @@ def test_purge_works_in_batches(backend):
         store.record_issued(c)
         store.consume(c.session_id, T0, digest(i))
         store.record_video_digest(digest(i), T0, c.session_id)
-        store.complete(c.session_id, T0)
+        store.release(c.session_id, digest(i), T0)
         store.record_failure(f"acct{i % 3}", T0)
     assert store.purge(T0 + 10_000) == 30 + 30 + 3  # sessions, failures, 3 accounts' blocks
     assert store.purge(T0 + 10_000) == 0
     assert store.purge(T0 + 31 * 24 * 3600) == 30  # the digests, after their 30 days
-    # Nothing is left behind of a session or a digest (consumption, completion, owner).
-    for name in ("sessions", "consumed", "completed", "digests", "digestby"):
+    # Nothing is left behind of a session or a digest (consumption, release, owner).
+    for name in ("sessions", "consumed", "consumedby", "released", "digests", "digestby"):
         assert store._r.exists(store._k[name]) == 0, name
 
 
@@ -620,8 +645,8 @@ def test_a_session_consumed_before_a_restart_is_resumed_by_its_upload(
 ):
     """The flaky service test's failure, replayed on the store alone: the session is
     consumed, then the server goes away before the video's digest is recorded (the service
-    answers 503). After the restart the person's retry of the same upload is verified, not
-    refused as SESSION_ALREADY_USED; a different video still is."""
+    answers 503). Released once the server is back, the person's retry of the same upload
+    is verified, not refused as SESSION_ALREADY_USED; a different video still is."""
     server = request.getfixturevalue(
         "postgres_server" if backend.kind == "postgresql" else "redis_server"
     )
@@ -631,16 +656,19 @@ def test_a_session_consumed_before_a_restart_is_resumed_by_its_upload(
     server.kill()
     try:
         with pytest.raises(StoreUnavailable):
-            begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 1)
+            store.record_video_digest(digest("upload"), T0 + 1, ch.session_id)
+        with pytest.raises(StoreUnavailable):
+            release_verification(store, ch.session_id, digest("upload"), T0 + 1)
     finally:
         server.start()
-    _until_available(lambda: store.is_known(ch.session_id), timeout=60)
+    _until_available(
+        lambda: release_verification(store, ch.session_id, digest("upload"), T0 + 2), 60
+    )
     with pytest.raises(SessionError) as e:
         begin_verification(keyring, store, ch.token, digest("other"), now=T0 + 5)
     assert e.value.code == SESSION_ALREADY_USED
     got = begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 6)
     assert got.session_id == ch.session_id
-    complete_verification(store, got, T0 + 7)
     with pytest.raises(SessionError) as e:
         begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 8)
     assert e.value.code == SESSION_ALREADY_USED
@@ -703,6 +731,7 @@ def test_tables_of_the_first_release_are_upgraded(backend):
         store.consume("used", T0 + 1, digest("old"))
     assert not store.record_video_digest(digest("old"), T0 + 1, "used")
     store.consume("fresh", T0 + 1, digest("new"))
+    store.release("fresh", digest("new"), T0 + 2)
     store.consume("fresh", T0 + 2, digest("new"))  # resumed: the new columns work
     assert store.record_video_digest(digest("new"), T0 + 2, "fresh")
     assert store.record_video_digest(digest("new"), T0 + 3, "fresh")
@@ -710,8 +739,8 @@ def test_tables_of_the_first_release_are_upgraded(backend):
     if backend.kind == "sqlite":
         import sqlite3
 
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        with sqlite3.connect(path) as conn:  # additive columns: the release before reads it
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
 def test_sqlite_file_of_a_newer_release_is_refused(tmp_path):

@@ -57,8 +57,10 @@ from liveness.sessions import (
     StepTiming,
     StoreUnavailable,
     TokenInvalidError,
+    release_verification,
     verify_token,
 )
+from liveness.sessions import video_digest as sha256_of
 from liveness.stores import store_from_url
 from liveness.video import load_image
 
@@ -597,11 +599,17 @@ class RecoveryService:
                 )
         except StoreUnavailable:
             # The database went away before an outcome: the attempt goes back to `waiting`
-            # and the person's retry (after Retry-After) finishes it. A session the first
-            # try consumed is resumed by the same upload (liveness.sessions,
-            # begin_verification "Resuming"); another upload is refused as
-            # SESSION_ALREADY_USED, with that outcome recorded. One outcome per recovery
-            # (db.py, README "Several instances").
+            # and the person's retry (after Retry-After) finishes it. The session the first
+            # try may have consumed is released for this upload, so that the retry of the
+            # same upload resumes it (liveness.sessions.begin_verification, "Resuming");
+            # another upload is refused as SESSION_ALREADY_USED, with that outcome
+            # recorded. One outcome per recovery (db.py, README "Several instances").
+            digest = sha256_of(video)
+            with contextlib.suppress(StoreUnavailable):  # then the retry is refused, as before
+                retry_unavailable(
+                    lambda: release_verification(self.store, claims.session_id, digest),
+                    self.config.outcome_retry_s,
+                )
             retry_unavailable(
                 lambda: self.db.release(recovery_id, self.instance), self.config.outcome_retry_s
             )

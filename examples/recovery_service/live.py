@@ -47,11 +47,13 @@ from liveness.sessions import (
     SessionError,
     StoreUnavailable,
     TokenInvalidError,
+    release_verification,
     verify_token,
 )
 from liveness.stream import LiveSession, StreamConfig, StreamInputError
 
 from .app import HEADLINES, STATIC_DIR, RecoveryService, ServiceError, public_result
+from .db import retry_unavailable
 
 log = logging.getLogger("recovery_service.live")
 
@@ -79,12 +81,6 @@ def register_live(app: FastAPI) -> None:
             await _run(ws, service, recovery_id, client)
         except WebSocketDisconnect:
             pass
-        except StoreUnavailable as exc:  # as the upload path's 503: try again shortly
-            log.warning("recovery %s: store unavailable: %s", recovery_id, exc.detail)
-            with contextlib.suppress(Exception):
-                await ws.send_json(
-                    _refusal(exc.code, exc.message) | {"retry_after": max(1, int(exc.retry_after))}
-                )
         finally:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -129,11 +125,10 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
         if status != "waiting":  # never reached the analysis: the client's junk (issue 12)
             service._junk(client)
             return None, _used()
-        # Consumed by "the live check of this session" (no video digest exists yet): if the
-        # database then fails before the claim below, the person's reconnect resumes the
-        # session instead of being refused as SESSION_ALREADY_USED. Only one connection
-        # ever streams: db.claim lets one through, and a recovery no longer `waiting` is
-        # refused above. An upload (its own digest) is still refused.
+        # Consumed by "the live check of this session" (no video digest exists yet), so
+        # that when a store then fails before the claim below, _start releases it and the
+        # person's reconnect resumes it instead of being refused as SESSION_ALREADY_USED.
+        # An upload (its own digest) is still refused.
         service.store.consume(claims.session_id, now, _live_key(claims.session_id))
     except (SessionError, RateLimitedError) as exc:
         if not isinstance(exc, RateLimitedError):
@@ -156,6 +151,17 @@ def _live_key(session_id: str) -> str:
     return hashlib.sha256(b"live:" + session_id.encode()).hexdigest()
 
 
+def _release(service: RecoveryService, recovery_id: str) -> None:
+    """After a store failure while starting: the session, if the live check consumed it,
+    may be consumed by it once more (retried as an outcome is; nothing if that fails, and
+    the reconnect is then refused)."""
+    with contextlib.suppress(StoreUnavailable):
+        retry_unavailable(
+            lambda: release_verification(service.store, recovery_id, _live_key(recovery_id)),
+            service.config.outcome_retry_s,
+        )
+
+
 def _finish(service: RecoveryService, session: LiveSession):
     with service._slots:  # the full analysis: as many at once as uploads
         return session.finish()
@@ -171,7 +177,15 @@ async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str, client
     except (asyncio.TimeoutError, ValueError, KeyError, TypeError):
         await ws.send_json(_refusal("TOKEN_INVALID", "Start the check from the official page."))
         return
-    claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token, client)
+    try:
+        claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token, client)
+    except StoreUnavailable as exc:  # as the upload path's 503: try again shortly
+        log.warning("recovery %s: store unavailable: %s", recovery_id, exc.detail)
+        await run_in_threadpool(_release, service, recovery_id)
+        await ws.send_json(
+            _refusal(exc.code, exc.message) | {"retry_after": max(1, int(exc.retry_after))}
+        )
+        return
     if refusal is not None:
         await ws.send_json(refusal)
         return

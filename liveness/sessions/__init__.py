@@ -16,10 +16,10 @@ A recovery attempt goes like this:
    :class:`ChallengeClaims`, whose ``actions`` the analysis must find, in order, in the video.
 4. When the analysis rejects the attempt, the server calls ``store.record_failure(account,
    now)``; enough failures in a short window block the account for a cool-down.
-5. Once the result exists, the server calls :func:`complete_verification`. Until then the
-   video that consumed the session may consume it again, so that a store failure between
-   steps 3 and 5 costs the person a retry rather than their session (see
-   :func:`begin_verification`). :class:`liveness.Verifier` does steps 3 to 5 itself.
+5. When the verification fails because a store cannot be reached (a server restart), the
+   server calls :func:`release_verification`: the same video may then begin the session
+   once more, so that the person's retry is verified rather than refused
+   (:func:`begin_verification`, "Resuming"). :class:`liveness.Verifier` does steps 3 to 5.
 
 Every refusal raises a :class:`SessionError` whose ``code`` is a stable reason-code string
 (``TOKEN_INVALID``, ``SESSION_EXPIRED``, ``SESSION_ALREADY_USED``, ``VIDEO_REUSED``,
@@ -49,7 +49,7 @@ The package uses the standard library only (and :mod:`liveness.actions`,
 * :mod:`~liveness.sessions.tokens`: claims, token encoding and verification;
 * :mod:`~liveness.sessions.issue`: drawing and issuing challenges;
 * :mod:`~liveness.sessions.gate`: video digests, :func:`begin_verification`,
-  :func:`complete_verification` and :class:`ChallengeGate`.
+  :func:`release_verification` and :class:`ChallengeGate`.
 
 The stores live in :mod:`liveness.stores`; they and every name above are re-exported here.
 """
@@ -74,7 +74,7 @@ from .errors import (
     TokenInvalidError,
     VideoReusedError,
 )
-from .gate import ChallengeGate, begin_verification, complete_verification, video_digest
+from .gate import ChallengeGate, begin_verification, release_verification, video_digest
 from .issue import IssuedChallenge, draw_actions, issue_challenge
 from .keys import (
     ENV_KEY,
@@ -128,7 +128,6 @@ __all__ = [
     "TokenInvalidError",
     "VideoReusedError",
     "begin_verification",
-    "complete_verification",
     "check_key_file_permissions",
     "check_key_strength",
     "key_entropy_bits",
@@ -137,6 +136,7 @@ __all__ = [
     "draw_actions",
     "encode_token",
     "issue_challenge",
+    "release_verification",
     "verify_token",
     "video_digest",
 ]

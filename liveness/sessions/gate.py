@@ -1,5 +1,5 @@
 """Before and after the analysis: video digests, :func:`begin_verification`,
-:func:`complete_verification`, :class:`ChallengeGate`."""
+:func:`release_verification`, :class:`ChallengeGate`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import InputError
-from ..stores import SessionStore
+from ..stores import SessionStore, StoreUnavailable
 from ..stores.base import DIGEST_RE as _DIGEST_RE
 from .errors import SessionAlreadyUsedError, TokenInvalidError, VideoReusedError
 from .issue import IssuedChallenge, issue_challenge
@@ -53,7 +53,7 @@ def begin_verification(
     3. issued by ``store`` -> ``TOKEN_INVALID``
     4. account not rate limited -> ``RATE_LIMITED`` (the session stays unused)
     5. session consumed atomically -> ``SESSION_ALREADY_USED`` for every request but the first
-       (and the same video's, below)
+       (but see "Resuming" below)
     6. ``video_digest`` (SHA-256 hex of the video bytes, :func:`video_digest`) never seen
        before -> ``VIDEO_REUSED``. After consumption on purpose: a replayed video burns the
        session too.
@@ -62,15 +62,14 @@ def begin_verification(
     failures for the account's rate limit. The caller must record a failure itself when the
     analysis later rejects the video (``store.record_failure(claims.account, now)``).
 
-    **Resuming.** The session is consumed *by this video*: until the caller records that the
-    verification produced its result (:func:`complete_verification`), the same bytes pass
-    steps 5 and 6 again. A store or connection failure after consumption (the server
-    restarted, the answer to a commit was lost) therefore costs the person a retry, not
-    their session: their upload, retried, is verified. Another video is refused as before,
-    and so is the same one once the result is recorded. Two identical uploads sent at once
-    may both be analysed; both results are of the same recording. What stays unfair: a
-    store that commits :func:`complete_verification` and loses the answer refuses the
-    retry as ``SESSION_ALREADY_USED``.
+    **Resuming.** The session is consumed *by this video*. When the verification then fails
+    because the store could not be reached (:class:`~liveness.stores.StoreUnavailable`: a
+    server restart, a commit whose answer was lost), the caller calls
+    :func:`release_verification`, and the same bytes may begin the session once more: the
+    person's retry is verified, not refused as ``SESSION_ALREADY_USED`` for the
+    infrastructure's fault. Nothing else changes: without a release the session stays
+    used, even by the same video (so a duplicate upload sent while the first is analysed
+    is refused), another video is always refused, and a resumed session is used again.
     """
     now = time.time() if now is None else now
     if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
@@ -92,11 +91,16 @@ def begin_verification(
     return claims
 
 
-def complete_verification(store: SessionStore, claims: ChallengeClaims, now: float) -> None:
-    """Record that the verification of ``claims``' session produced its result, after any
-    failure it counts (``store.record_failure``): from now on the session is used, even by
-    the video that consumed it (see :func:`begin_verification`, "Resuming")."""
-    store.complete(claims.session_id, now)
+def release_verification(
+    store: SessionStore, session_id: str, video_digest: str, now: float | None = None
+) -> None:
+    """The verification that :func:`begin_verification` started for ``session_id`` with
+    ``video_digest`` ended without a result, because a store could not be reached: let the
+    same video begin it once more (see "Resuming" there). Call it only then, never after a
+    result was given. Nothing happens if the session was consumed by another video (or not
+    at all). Raises :class:`~liveness.stores.StoreUnavailable` like any store call; a
+    server retries it for as long as it retries its own writes."""
+    store.release(session_id, video_digest.lower(), time.time() if now is None else now)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,11 @@ class ChallengeGate:
         if claims.account is not None:
             self.store.record_failure(claims.account, time.time() if now is None else now)
 
-    def complete(self, claims: ChallengeClaims, now: float | None = None) -> None:
-        """:func:`complete_verification` with this gate's store."""
-        complete_verification(self.store, claims, time.time() if now is None else now)
+    def release(self, session_id: str, video_digest: str, now: float | None = None) -> bool:
+        """:func:`release_verification` with this gate's store, once; False (nothing
+        recorded) if the store is still unavailable."""
+        try:
+            release_verification(self.store, session_id, video_digest, now)
+        except StoreUnavailable:
+            return False
+        return True

@@ -89,11 +89,11 @@ class SessionStore(Protocol):
     What an implementation must guarantee:
 
     * :meth:`consume` is atomic: of any number of concurrent calls for one session, from any
-      number of threads, processes or machines, exactly one returns. A later call with the
-      same video digest returns too (a *resume*) until :meth:`complete` is called: the
-      first call's verification never produced a result (its connection broke, the store
-      went away before the next write), and refusing the person's retry as
-      ``SESSION_ALREADY_USED`` would refuse them for the infrastructure's fault.
+      number of threads, processes or machines, exactly one returns. After
+      :meth:`release` (the verification that consumed the session failed because this store
+      could not be reached, and produced no result), one further call with the same video
+      digest returns (a *resume*), so that the person's retry is verified instead of being
+      refused for the infrastructure's fault.
     * :meth:`record_video_digest` is an atomic insert-if-absent; the session that recorded
       a digest may record it again (its resume).
     * Rate limiting follows :class:`liveness.stores.RateLimit`: :meth:`record_failure` counts
@@ -115,8 +115,8 @@ class SessionStore(Protocol):
 
     def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         """Mark the session used by the video ``digest``.
-        :class:`~liveness.sessions.SessionAlreadyUsedError` if it already was (by another
-        video, by one without a digest, or by this one after :meth:`complete`),
+        :class:`~liveness.sessions.SessionAlreadyUsedError` if it already was (unless this
+        ``digest`` consumed it and :meth:`release` was called since),
         :class:`~liveness.sessions.TokenInvalidError` if it is unknown."""
         ...
 
@@ -127,9 +127,10 @@ class SessionStore(Protocol):
         it was seen before, except by that same session."""
         ...
 
-    def complete(self, session_id: str, now: float) -> None:
-        """The session's verification produced its result: :meth:`consume` no longer lets
-        the same video resume it. No error for a session already completed or unknown."""
+    def release(self, session_id: str, digest: str, now: float) -> None:
+        """The verification of the session by the video ``digest`` ended without a result:
+        let that video consume it once more. Nothing if the session is unknown or was
+        consumed by another video (or none)."""
         ...
 
     def record_failure(self, account: str, now: float) -> float | None:
@@ -167,8 +168,8 @@ class StorePrimitives(Protocol):
 
     def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         """Set ``consumed_at = now`` and ``consumed_by = digest`` if ``consumed_at`` is unset
-        (compare-and-set); else return if ``digest`` is given, equals ``consumed_by`` and
-        the session is not completed (a resume); else raise."""
+        (compare-and-set); else, for a ``digest`` equal to ``consumed_by``, unset
+        ``released_at`` if it is set (compare-and-set: a resume); else raise."""
         ...
 
     def record_video_digest(
@@ -178,8 +179,8 @@ class StorePrimitives(Protocol):
         inserted it or if the kept digest's owner is ``session_id`` (not None)."""
         ...
 
-    def complete(self, session_id: str, now: float) -> None:
-        """Set ``completed_at = now`` if it is unset; nothing for an unknown session."""
+    def release(self, session_id: str, digest: str, now: float) -> None:
+        """Set ``released_at = now`` if ``consumed_by`` is ``digest``."""
         ...
 
     def add_failure(self, account: str, now: float) -> int:

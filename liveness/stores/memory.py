@@ -33,7 +33,7 @@ class MemorySessionStore(RateLimitRules):
     digest_retention: float = DEFAULT_DIGEST_RETENTION
     max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    # session id -> [expires_at, consumed_at, consumed_by (a digest), completed_at]; None unset
+    # session id -> [expires_at, consumed_at, consumed_by (a digest), released_at]; None unset
     _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
     # digest -> (seen_at, the session that submitted it or None)
     _digests: dict[str, tuple[float, str | None]] = field(
@@ -71,7 +71,9 @@ class MemorySessionStore(RateLimitRules):
                 raise unknown_session()
             if rec[1] is None:
                 rec[1], rec[2] = now, digest
-            elif digest is None or rec[2] != digest or rec[3] is not None:
+            elif digest is not None and rec[2] == digest and rec[3] is not None:
+                rec[3] = None  # resumed by its video after a release
+            else:
                 raise already_used(rec[1])
 
     def record_video_digest(
@@ -83,10 +85,10 @@ class MemorySessionStore(RateLimitRules):
             self._digests[digest] = (now, session_id)
             return True
 
-    def complete(self, session_id: str, now: float) -> None:
+    def release(self, session_id: str, digest: str, now: float) -> None:
         with self._lock:
             rec = self._sessions.get(session_id)
-            if rec is not None and rec[3] is None:
+            if rec is not None and rec[1] is not None and rec[2] == digest:
                 rec[3] = now
 
     def add_failure(self, account: str, now: float) -> int:

@@ -39,19 +39,16 @@ CREATE TABLE IF NOT EXISTS {ns}_sessions (
     actions TEXT NOT NULL,
     issued_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
-    consumed_at DOUBLE PRECISION
+    consumed_at DOUBLE PRECISION,
+    consumed_by TEXT,
+    released_at DOUBLE PRECISION
 );
--- Added after the first release (see stores/base.py on resuming a session). Old rows read
--- NULL, i.e. consumed by an unknown video (never resumed) and a digest of no known session.
--- (No semicolons in comments: the schema is split on them.)
-ALTER TABLE {ns}_sessions ADD COLUMN IF NOT EXISTS consumed_by TEXT;
-ALTER TABLE {ns}_sessions ADD COLUMN IF NOT EXISTS completed_at DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS {ns}_sessions_expires ON {ns}_sessions (expires_at);
 CREATE TABLE IF NOT EXISTS {ns}_video_digests (
     digest TEXT PRIMARY KEY,
-    seen_at DOUBLE PRECISION NOT NULL
+    seen_at DOUBLE PRECISION NOT NULL,
+    session_id TEXT
 );
-ALTER TABLE {ns}_video_digests ADD COLUMN IF NOT EXISTS session_id TEXT;
 CREATE INDEX IF NOT EXISTS {ns}_video_digests_seen ON {ns}_video_digests (seen_at);
 CREATE TABLE IF NOT EXISTS {ns}_failures (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -73,6 +70,13 @@ CREATE TABLE IF NOT EXISTS {ns}_blocks (
     trigger_id BIGINT NOT NULL
 );
 """
+
+# Columns added after the first release: (table, column, type).
+_ADDED_COLUMNS = (
+    ("sessions", "consumed_by", "TEXT"),
+    ("sessions", "released_at", "DOUBLE PRECISION"),
+    ("video_digests", "session_id", "TEXT"),
+)
 
 # The driver's ways of saying "the server is not there or stopped answering".
 # What psycopg raises when the server cannot be reached or the connection broke.
@@ -201,6 +205,19 @@ class PostgresSessionStore(RateLimitRules):
             for stmt in _SCHEMA.format(ns=self.namespace).split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            # Tables of an earlier release lack these columns; their old rows read NULL:
+            # consumed by an unknown video (never resumed), a digest of no known session.
+            # Looked up first: ALTER TABLE locks the table even when it changes nothing.
+            have = set(
+                conn.execute(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+                    ([self._t["sessions"], self._t["video_digests"]],),
+                ).fetchall()
+            )
+            for table, column, kind in _ADDED_COLUMNS:
+                if (self._t[table], column) not in have:
+                    conn.execute(f"ALTER TABLE {self._t[table]} ADD COLUMN {column} {kind}")
 
     def record_issued(self, claims: ChallengeClaims) -> None:
         with self._conn() as conn:
@@ -228,29 +245,25 @@ class PostgresSessionStore(RateLimitRules):
     def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
         t = self._t["sessions"]
         with self._conn() as conn:
-            # One statement: the conditional UPDATE decides; the SELECT (from the statement's
-            # snapshot) only tells "unknown" from "used", and a resume, when the UPDATE
-            # changed nothing. A consumption committed during this statement is not in its
-            # snapshot: that call reads as "used" (consumed_by unknown), never as a resume.
-            updated, exists, consumed_at, consumed_by, completed_at = conn.execute(
+            # One statement. `u` consumes an unconsumed session; `r` resumes a released one
+            # for its own video (both compare-and-set: under READ COMMITTED a second updater
+            # waits for the first to commit, re-checks its condition and updates nothing;
+            # they never match the same row, as `r` needs consumed_by set and `u` unset).
+            # The SELECT (from the statement's snapshot) only tells "unknown" from "used".
+            updated, resumed, exists, consumed_at = conn.execute(
                 f"WITH u AS (UPDATE {t} SET consumed_at = %s, consumed_by = %s "
-                "WHERE id = %s AND consumed_at IS NULL RETURNING 1) "
-                "SELECT (SELECT count(*) FROM u), s.id IS NOT NULL, s.consumed_at, "
-                f"s.consumed_by, s.completed_at FROM (SELECT 1) one LEFT JOIN {t} s "
+                "WHERE id = %s AND consumed_at IS NULL RETURNING 1), "
+                f"r AS (UPDATE {t} SET released_at = NULL WHERE id = %s AND consumed_by = %s "
+                "AND released_at IS NOT NULL RETURNING 1) "
+                "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM r), "
+                f"s.id IS NOT NULL, s.consumed_at FROM (SELECT 1) one LEFT JOIN {t} s "
                 "ON s.id = %s",
-                (now, digest, session_id, session_id),
+                (now, digest, session_id, session_id, digest, session_id),
             ).fetchone()
-        if updated == 1:
+        if updated == 1 or resumed == 1:
             return
         if not exists:
             raise unknown_session()
-        if (
-            digest is not None
-            and consumed_at is not None
-            and consumed_by == digest
-            and completed_at is None
-        ):
-            return  # the same video resumes a session whose result was never recorded
         raise already_used(consumed_at)
 
     def record_video_digest(
@@ -264,14 +277,16 @@ class PostgresSessionStore(RateLimitRules):
                 f"SELECT (SELECT count(*) FROM i), (SELECT session_id FROM {t} WHERE digest = %s)",
                 (digest, now, session_id, digest),
             ).fetchone()
+        # A digest inserted by another transaction during this statement is not in its
+        # snapshot (owner None): False, "seen before", as for any other session's digest.
         return inserted == 1 or (session_id is not None and owner == session_id)
 
-    def complete(self, session_id: str, now: float) -> None:
+    def release(self, session_id: str, digest: str, now: float) -> None:
         with self._conn() as conn:
             conn.execute(
-                f"UPDATE {self._t['sessions']} SET completed_at = %s "
-                "WHERE id = %s AND completed_at IS NULL",
-                (now, session_id),
+                f"UPDATE {self._t['sessions']} SET released_at = %s "
+                "WHERE id = %s AND consumed_by = %s",
+                (now, session_id, digest),
             )
 
     def add_failure(self, account: str, now: float) -> int:

@@ -32,23 +32,25 @@ __all__ = ["RedisSessionStore"]
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
-# KEYS: sessions zset, consumed hash (session id -> "now" or "now|digest"), completed hash.
-# ARGV: session id, now, digest ('' for none).
-# -> {1} consumed now, {0} unknown, {2, consumed} consumed before, {3} resumed by its video.
+# KEYS: sessions zset, consumed hash (session id -> time), consumed-by hash (session id ->
+# digest), released hash (session id -> time). ARGV: session id, now, digest ('' for none).
+# -> {1} consumed now, {0} unknown, {2, consumed_at} consumed before, {3} resumed by its video.
 _CONSUME = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0} end
-local v = ARGV[2]
-if ARGV[3] ~= '' then v = v .. '|' .. ARGV[3] end
-if redis.call('HSETNX', KEYS[2], ARGV[1], v) == 1 then return {1} end
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if ARGV[3] ~= '' and string.match(cur, '|(.*)$') == ARGV[3]
-   and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return {3} end
-return {2, cur}
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+  return {1}
+end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[3]
+   and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then return {3} end
+return {2, redis.call('HGET', KEYS[2], ARGV[1])}
 """
 
-# KEYS: sessions zset, completed hash. ARGV: session id, now. (Unknown sessions: nothing.)
-_COMPLETE = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) end
+# KEYS: consumed-by hash, released hash. ARGV: session id, digest, now.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
 return 0
 """
 
@@ -128,8 +130,8 @@ if #ids == tonumber(ARGV[2]) then more = 1 end
 return {#ids, more}
 """
 
-# KEYS: sessions, consumed, digests, failures index, blocks, blocks-by-until, completed,
-# digest owners.
+# KEYS: sessions, consumed, digests, failures index, blocks, blocks-by-until, consumed-by,
+# released, digest owners.
 # ARGV: session cutoff, digest cutoff, failure cutoff, block cutoff, failure key prefix, batch.
 # Removes at most `batch` of each -> {removed, more}.
 _PURGE = """
@@ -139,13 +141,14 @@ local sids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT
 for _, sid in ipairs(sids) do
   redis.call('HDEL', KEYS[2], sid)
   redis.call('HDEL', KEYS[7], sid)
+  redis.call('HDEL', KEYS[8], sid)
   redis.call('ZREM', KEYS[1], sid)
 end
 removed = removed + #sids
 if #sids == batch then more = 1 end
 local digests = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2], 'LIMIT', 0, batch)
 for _, d in ipairs(digests) do
-  redis.call('HDEL', KEYS[8], d)
+  redis.call('HDEL', KEYS[9], d)
   redis.call('ZREM', KEYS[3], d)
 end
 removed = removed + #digests
@@ -185,12 +188,13 @@ class RedisSessionStore(RateLimitRules):
 
     Keys live under ``{<namespace>}:`` (one hash tag, so every key of one store sits in one
     Redis Cluster slot and the Lua scripts stay valid there). Sessions are a sorted set
-    scored by expiry plus a hash of consumption times (with the consuming video's digest) and
-    one of completion times; ``consume`` is a script that checks the session exists and
-    ``HSETNX``-es its consumption, so exactly one caller wins (and the same video resumes it
-    while it has no completion). Digests are one sorted set written with ``ZADD NX``, with a
-    hash of the session that submitted each. Nothing relies on Redis key expiry:
-    all times are the caller's ``now``, and :meth:`purge` removes what is old.
+    scored by expiry plus hashes of consumption times, of the consuming videos' digests and
+    of release times; ``consume`` is a script that checks the session exists and
+    ``HSETNX``-es its consumption time, so exactly one caller wins (after a release, the
+    consuming video's call that ``HDEL``-s the release wins). Digests are one sorted set
+    written with ``ZADD NX``, with a hash of the session that submitted each. Nothing relies
+    on Redis key expiry: all times are the caller's ``now``, and :meth:`purge` removes what
+    is old.
 
     Durability is Redis's: for a consumed session to stay consumed after a Redis crash, run
     it with ``appendonly yes`` and ``appendfsync always`` (``everysec`` can forget the last
@@ -218,8 +222,8 @@ class RedisSessionStore(RateLimitRules):
         self.namespace = namespace
         self.purge_batch = purge_batch
         p = f"{{{namespace}}}:"
-        names = ("sessions", "consumed", "completed", "digests", "digestby", "failseq", "failidx")
-        names += ("blocks", "blocked")
+        names = ("sessions", "consumed", "consumedby", "released", "digests", "digestby")
+        names += ("failseq", "failidx", "blocks", "blocked")
         self._k = {n: p + n for n in (*names, "fpseq", "fps", "fpsummary", "fptext")}
         self._fail_prefix = p + "fail:"
         # redis-py's pool notices a fork and opens new connections in the child.
@@ -232,7 +236,7 @@ class RedisSessionStore(RateLimitRules):
         )
         self._consume = self._r.register_script(_CONSUME)
         self._record_digest = self._r.register_script(_RECORD_DIGEST)
-        self._complete = self._r.register_script(_COMPLETE)
+        self._release = self._r.register_script(_RELEASE)
         self._add_failure = self._r.register_script(_ADD_FAILURE)
         self._count_failures = self._r.register_script(_COUNT_FAILURES)
         self._set_block = self._r.register_script(_SET_BLOCK)
@@ -273,14 +277,14 @@ class RedisSessionStore(RateLimitRules):
             return self._r.zscore(self._k["sessions"], session_id) is not None
 
     def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
-        keys = [self._k["sessions"], self._k["consumed"], self._k["completed"]]
+        keys = [self._k[n] for n in ("sessions", "consumed", "consumedby", "released")]
         with self._call():
             res = self._consume(keys=keys, args=[session_id, repr(float(now)), digest or ""])
-        if res[0] in (1, 3):  # 3: the same video resumes a session without a recorded result
+        if res[0] in (1, 3):  # 3: resumed by its own video after release()
             return
         if res[0] == 0:
             raise unknown_session()
-        raise already_used(float(res[1].partition("|")[0]))
+        raise already_used(float(res[1]))
 
     def record_video_digest(
         self, digest: str, now: float, session_id: str | None = None
@@ -291,10 +295,10 @@ class RedisSessionStore(RateLimitRules):
                 keys=keys, args=[digest, repr(float(now)), session_id or ""]
             ) == 1
 
-    def complete(self, session_id: str, now: float) -> None:
-        keys = [self._k["sessions"], self._k["completed"]]
+    def release(self, session_id: str, digest: str, now: float) -> None:
+        keys = [self._k["consumedby"], self._k["released"]]
         with self._call():
-            self._complete(keys=keys, args=[session_id, repr(float(now))])
+            self._release(keys=keys, args=[session_id, digest, repr(float(now))])
 
     def add_failure(self, account: str, now: float) -> int:
         with self._call():
@@ -393,7 +397,7 @@ class RedisSessionStore(RateLimitRules):
             int(self.purge_batch),
         ]
         keys = [self._k[n] for n in ("sessions", "consumed", "digests", "failidx")]
-        keys += [self._k[n] for n in ("blocks", "blocked", "completed", "digestby")]
+        keys += [self._k[n] for n in ("blocks", "blocked", "consumedby", "released", "digestby")]
         total = self._purge_old_fingerprints(now)
         while True:
             with self._call():

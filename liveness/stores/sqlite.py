@@ -27,9 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SQLiteSessionStore"]
 
-# 2: sessions.consumed_by and completed_at, video_digests.session_id (a session consumed by a
-# video may be resumed by the same video until its result is recorded: stores/base.py).
-_SCHEMA_VERSION = 2
+# Bumped only for a change older code cannot work with. Columns added since version 1 (old
+# code never names them and they may be NULL, so it still works on a newer file):
+# sessions.consumed_by and released_at, video_digests.session_id (resuming a session after a
+# store failure: stores/base.py).
+_SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at INTEGER NOT NULL,
     consumed_at REAL,
     consumed_by TEXT,
-    completed_at REAL
+    released_at REAL
 );
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS video_digests (
@@ -207,7 +209,7 @@ class SQLiteSessionStore(RateLimitRules):
             for table, column, kind in (
                 ("video_fingerprints", "summary", "TEXT NOT NULL DEFAULT ''"),
                 ("sessions", "consumed_by", "TEXT"),
-                ("sessions", "completed_at", "REAL"),
+                ("sessions", "released_at", "REAL"),
                 ("video_digests", "session_id", "TEXT"),
             ):
                 have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
@@ -248,14 +250,20 @@ class SQLiteSessionStore(RateLimitRules):
             )
             if cur.rowcount == 1:
                 return
+            if digest is not None:
+                # A resume after release(): the same compare-and-set, on released_at.
+                cur = c.execute(
+                    "UPDATE sessions SET released_at = NULL "
+                    "WHERE id = ? AND consumed_by = ? AND released_at IS NOT NULL",
+                    (session_id, digest),
+                )
+                if cur.rowcount == 1:
+                    return
             row = c.execute(
-                "SELECT consumed_at, consumed_by, completed_at FROM sessions WHERE id = ?",
-                (session_id,),
+                "SELECT consumed_at FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
         if row is None:
             raise unknown_session()
-        if digest is not None and row[1] == digest and row[2] is None:
-            return  # the same video resumes a session whose result was never recorded
         raise already_used(row[0])
 
     def record_video_digest(
@@ -274,11 +282,11 @@ class SQLiteSessionStore(RateLimitRules):
             ).fetchone()
         return session_id is not None and row is not None and row[0] == session_id
 
-    def complete(self, session_id: str, now: float) -> None:
+    def release(self, session_id: str, digest: str, now: float) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE sessions SET completed_at = ? WHERE id = ? AND completed_at IS NULL",
-                (now, session_id),
+                "UPDATE sessions SET released_at = ? WHERE id = ? AND consumed_by = ?",
+                (now, session_id, digest),
             )
 
     def add_failure(self, account: str, now: float) -> int:
