@@ -97,9 +97,12 @@ def release_verification(
     """The verification that :func:`begin_verification` started for ``session_id`` with
     ``video_digest`` ended without a result, because a store could not be reached: let the
     same video begin it once more (see "Resuming" there). Call it only then, never after a
-    result was given. Nothing happens if the session was consumed by another video (or not
-    at all). Raises :class:`~liveness.stores.StoreUnavailable` like any store call; a
-    server retries it for as long as it retries its own writes."""
+    result was given, and only where no other verification of the same session and video
+    can be running: a server that lets one upload per session through at a time, as the
+    example service's claim does (else a release while a duplicate is analysed would let
+    a third copy run beside it). Nothing happens if the session was consumed by another
+    video (or not at all). Raises :class:`~liveness.stores.StoreUnavailable` like any
+    store call; a server retries it for as long as it retries its own writes."""
     store.release(session_id, video_digest.lower(), time.time() if now is None else now)
 
 
