@@ -79,20 +79,29 @@ class PlumbingVerifier:
 
         return Reference(np.ones(4, np.float32), "plumbing", "0" * 64, None, [], 1)
 
-    def verify(self, video, reference, *, challenge=None, mirrored=False, account=None, **_):
+    def verify(
+        self, video, reference, *, challenge=None, mirrored=False, account=None, attempt=None, **_
+    ):
         from liveness.reasons import Reason, ReasonCode
-        from liveness.sessions import SessionError, StoreUnavailable, verify_token, video_digest
+        from liveness.sessions import (
+            SessionError,
+            StoreUnavailable,
+            new_attempt,
+            verify_token,
+            video_digest,
+        )
 
         data = Path(video).read_bytes()
         now = time.time()
+        attempt = attempt or new_attempt()
         try:
-            claims = self.challenges.begin(challenge, video_digest(data), now)
+            claims = self.challenges.begin(challenge, video_digest(data), now, attempt=attempt)
         except SessionError as exc:
             reason = Reason.of(ReasonCode(exc.code), "reject", message=str(exc))
             return _result("reject", [reason])
         except StoreUnavailable:  # as liveness.Verifier: the retry may resume the session
             sid = verify_token(self.challenges.keyring, challenge, now=now).session_id
-            self.challenges.release(sid, video_digest(data), now)
+            self.challenges.release(sid, attempt, now)
             raise
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -47,6 +47,7 @@ from .sessions import (
     ChallengeGate,
     SessionError,
     TokenInvalidError,
+    new_attempt,
     verify_token,
 )
 from .stores import StoreUnavailable
@@ -225,6 +226,7 @@ class Verifier:
         mirrored: bool = False,
         now: float | None = None,
         account: str | None = None,
+        attempt: str | None = None,
     ) -> VerificationResult:
         """Verify that ``video`` shows a live person who matches ``reference``.
 
@@ -239,9 +241,11 @@ class Verifier:
         Unreadable input raises an
         :class:`~liveness.errors.InputError`; problems with the faces or the session give a
         ``reject`` or ``review`` result with reasons. A session store that cannot be reached
-        raises :class:`~liveness.stores.StoreUnavailable` (answer ``503``); the session is
-        then released for this video (:func:`liveness.sessions.release_verification`, once:
-        a server retries it if the store is still down), so that the retry is verified.
+        raises :class:`~liveness.stores.StoreUnavailable` (answer ``503``); the session, if
+        this call consumed it, is then released for this video
+        (:func:`liveness.sessions.release_verification`, tried once), so that the retry of
+        the same upload is verified. ``attempt`` names this try (made here when not given);
+        a server that retries the release while the store is down passes its own.
 
         Memory: frames are analysed as they are decoded; at most
         :func:`liveness.keep.frame_bound` frames' pixels are held at once (74 with the
@@ -309,9 +313,10 @@ class Verifier:
             stream.abort()
             raise
         if challenge is not None:
+            attempt = attempt or new_attempt()
             try:
                 claims = self.challenges.begin(
-                    challenge, video.sha256, now, content=keeper.thumbnails
+                    challenge, video.sha256, now, content=keeper.thumbnails, attempt=attempt
                 )
             except SessionError as exc:
                 stream.abort()
@@ -320,7 +325,7 @@ class Verifier:
                 # The session may be consumed (the answer to a commit can be lost): let
                 # the retry of this video resume it (sessions.begin_verification).
                 stream.abort()
-                self.challenges.release(early.session_id, video.sha256, now)
+                self.challenges.release(early.session_id, attempt, now)
                 raise
         out = Evidence(video=video_info(video), reference=reference_info(ref))
         with clock("landmarks"):
@@ -367,7 +372,7 @@ class Verifier:
         with clock("attack_evidence"):
             attack_evidence(meshes, out, self.fusion, whole)
         motion_gate(video, out, cfg)
-        return self._finish(out, clock, claims, now)
+        return self._finish(out, clock, claims, now, attempt)
 
     def _session_refused(self, exc: SessionError, clock: Clock) -> VerificationResult:
         out = Evidence(video={}, reference={})
@@ -380,6 +385,7 @@ class Verifier:
         clock: Clock,
         claims: ChallengeClaims | None = None,
         now: float | None = None,
+        attempt: str | None = None,
     ) -> VerificationResult:
         result = conclude(out, self.config.policy, clock, self.models_used())
         # "review" counts too: ten photo animations in a row must not all reach the human
@@ -389,7 +395,7 @@ class Verifier:
                 self.challenges.record_failure(claims, now)
             except StoreUnavailable:
                 # No result is given: the person's retry of this video may resume it.
-                self.challenges.release(claims.session_id, out.video["sha256"], now)
+                self.challenges.release(claims.session_id, attempt, now)
                 raise
         return result
 

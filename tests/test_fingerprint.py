@@ -182,11 +182,11 @@ def test_a_resumed_session_is_not_refused_for_its_own_first_try(data_dir):
     g = ChallengeGate(Keyring.single(b"g" * 32), MemorySessionStore(), FingerprintIndex())
     frames = load_video(data_dir / CLIP, sample_fps=15).frames
     tok = token(g)
-    first = g.begin(tok, "a" * 64, content=frames)
+    first = g.begin(tok, "a" * 64, content=frames, attempt="try-1")
     with pytest.raises(SessionAlreadyUsedError):
-        g.begin(tok, "a" * 64, content=frames)
-    assert g.release(first.session_id, "a" * 64)
-    assert g.begin(tok, "a" * 64, content=frames) == first
+        g.begin(tok, "a" * 64, content=frames, attempt="try-2")
+    assert g.release(first.session_id, "try-1")
+    assert g.begin(tok, "a" * 64, content=frames, attempt="try-3") == first
     with pytest.raises(VideoReusedError):
         g.begin(token(g), "b" * 64, content=frames[5:])
 
@@ -197,7 +197,7 @@ def test_a_store_failure_during_verify_costs_a_retry_not_the_session(
     """The store goes away once the verification has its result but before the failure it
     counts is recorded (another person's reference: reject or review): verify raises
     StoreUnavailable, as a service answers 503, and releases the session. The person's
-    retry of the same upload is verified in full; a further try is refused."""
+    retry of the same upload is verified in full; further tries are refused."""
     data = (data_dir / OTHER).read_bytes()
     ref = data_dir / "faces/deepface/img33.jpg"
     tok = token(gate, account="resumed")  # not the account the tests above rate-limited
@@ -218,4 +218,10 @@ def test_a_store_failure_during_verify_costs_a_retry_not_the_session(
     session = {"SESSION_ALREADY_USED", "VIDEO_REUSED"}
     assert not session & set(retried.reason_codes), retried.reason_codes
     assert retried.liveness.challenge is not None  # the actions were checked
+    assert verifier.verify(data, ref, challenge=tok).reason_codes == ["SESSION_ALREADY_USED"]
+    # A duplicate once the result was given: refused, and when the store fails as that
+    # refusal is counted, the call's release frees nothing (its consume never took effect).
+    calls.clear()
+    with pytest.raises(StoreUnavailable):
+        verifier.verify(data, ref, challenge=tok)
     assert verifier.verify(data, ref, challenge=tok).reason_codes == ["SESSION_ALREADY_USED"]

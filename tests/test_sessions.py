@@ -554,7 +554,7 @@ def test_one_token_consumed_from_many_threads(keyring, store):
 class _RacyStore(MemorySessionStore):
     """Check-then-set without a lock: the bug the race tests exist to catch."""
 
-    def consume(self, session_id, now, digest=None):
+    def consume(self, session_id, now, digest=None, attempt=None):
         if self._sessions[session_id][1] is not None:
             raise SessionAlreadyUsedError()
         time.sleep(0.05)  # widen the gap between the check and the set

@@ -38,6 +38,7 @@ from liveness.sessions import (
     TokenInvalidError,
     begin_verification,
     issue_challenge,
+    new_attempt,
     release_verification,
     video_digest,
 )
@@ -171,51 +172,54 @@ def test_begin_verification_end_to_end(keyring, store):
 
 
 def test_a_released_session_is_resumed_once_by_its_video(store):
-    """A session is used by one video. After release() (its verification failed because a
-    store could not be reached) the same digest may consume it once more; any other video,
-    a consumption without a digest, and a second call without a new release are refused."""
+    """A session is used by one video. After release() by the attempt that consumed it (its
+    verification failed because a store could not be reached) the same digest may consume
+    it once more; any other video, a consumption without a digest, a release by an attempt
+    that did not consume it, and a second call without a new release are refused."""
     c, other = claims(), claims()
     store.record_issued(c)
     store.record_issued(other)
-    store.consume(c.session_id, T0, digest("a"))
+    store.consume(c.session_id, T0, digest("a"), "try-1")
     assert store.record_video_digest(digest("a"), T0, c.session_id)
-    with pytest.raises(SessionAlreadyUsedError):  # no release: a duplicate is refused
-        store.consume(c.session_id, T0 + 1, digest("a"))
-    store.release(c.session_id, digest("b"), T0 + 2)  # not its video: nothing
+    with pytest.raises(SessionAlreadyUsedError):  # a duplicate is refused...
+        store.consume(c.session_id, T0 + 1, digest("a"), "try-2")
+    store.release(c.session_id, "try-2", T0 + 2)  # ...and its release frees nothing
     with pytest.raises(SessionAlreadyUsedError):
-        store.consume(c.session_id, T0 + 3, digest("a"))
-    store.release(c.session_id, digest("a"), T0 + 4)
+        store.consume(c.session_id, T0 + 3, digest("a"), "try-3")
+    store.release(c.session_id, "try-1", T0 + 4)
     for d in (digest("b"), None):  # another video, or none, is still refused
         with pytest.raises(SessionAlreadyUsedError) as e:
-            store.consume(c.session_id, T0 + 5, d)
+            store.consume(c.session_id, T0 + 5, d, "try-4")
         assert "consumed at 1750000000" in e.value.detail  # the first consumption's time
-    store.consume(c.session_id, T0 + 6, digest("a"))  # the resume
+    store.consume(c.session_id, T0 + 6, digest("a"), "try-5")  # the resume
     assert store.record_video_digest(digest("a"), T0 + 6, c.session_id)  # its own digest
     with pytest.raises(SessionAlreadyUsedError):  # once per release
-        store.consume(c.session_id, T0 + 7, digest("a"))
-    # The digest belongs to its session: another session, or none, has seen it before.
-    assert not store.record_video_digest(digest("a"), T0 + 7, other.session_id)
-    assert not store.record_video_digest(digest("a"), T0 + 7)
-    store.release("never-issued", digest("a"), T0 + 8)  # unknown: nothing, nothing created
-    assert not store.is_known("never-issued")
-    # Consumed without a digest: never resumed.
-    store.consume(other.session_id, T0)
-    store.release(other.session_id, digest("c"), T0 + 1)
+        store.consume(c.session_id, T0 + 7, digest("a"), "try-6")
+    store.release(c.session_id, "try-1", T0 + 8)  # the old attempt no longer holds it
     with pytest.raises(SessionAlreadyUsedError):
-        store.consume(other.session_id, T0 + 2, digest("c"))
+        store.consume(c.session_id, T0 + 9, digest("a"), "try-7")
+    # The digest belongs to its session: another session, or none, has seen it before.
+    assert not store.record_video_digest(digest("a"), T0 + 9, other.session_id)
+    assert not store.record_video_digest(digest("a"), T0 + 9)
+    store.release("never-issued", "try-1", T0 + 9)  # unknown: nothing, nothing created
+    assert not store.is_known("never-issued")
+    # Consumed without a digest or an attempt: never resumed.
+    store.consume(other.session_id, T0)
+    with pytest.raises(SessionAlreadyUsedError):
+        store.consume(other.session_id, T0 + 2, digest("c"), "try-1")
 
 
 def test_one_released_session_from_many_threads_is_resumed_once(store):
     c = claims()
     store.record_issued(c)
-    store.consume(c.session_id, T0, digest("a"))
-    store.release(c.session_id, digest("a"), T0 + 1)
+    store.consume(c.session_id, T0, digest("a"), "first")
+    store.release(c.session_id, "first", T0 + 1)
     barrier, won, lock = threading.Barrier(8), [], threading.Lock()
 
     def worker() -> None:
         barrier.wait(timeout=30)
         try:
-            store.consume(c.session_id, T0 + 2, digest("a"))
+            store.consume(c.session_id, T0 + 2, digest("a"), secrets.token_hex(8))
         except SessionAlreadyUsedError:
             return
         with lock:
@@ -227,26 +231,35 @@ def test_one_released_session_from_many_threads_is_resumed_once(store):
 
 def test_begin_verification_resumes_a_released_upload(keyring, store):
     ch = issue_challenge(keyring, store, account="alice", now=T0)
-    first = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 1)
+    tries = [new_attempt() for _ in range(4)]
+    first = begin_verification(keyring, store, ch.token, digest("a"), T0 + 1, attempt=tries[0])
     with pytest.raises(SessionError) as e:  # the same upload again, while it is analysed
-        begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 2)
+        begin_verification(keyring, store, ch.token, digest("a"), T0 + 2, attempt=tries[1])
     assert e.value.code == SESSION_ALREADY_USED
+    release_verification(store, first.session_id, tries[1], T0 + 2)  # refused: frees nothing
     # The first try ended without a result (its store went away): released, the person's
     # retry of the same upload is verified.
-    release_verification(store, first.session_id, digest("a").upper(), T0 + 3)  # any case
-    again = begin_verification(keyring, store, ch.token, digest("a"), now=T0 + 10)
+    release_verification(store, first.session_id, tries[0], T0 + 3)
+    again = begin_verification(keyring, store, ch.token, digest("a"), T0 + 10, attempt=tries[2])
     assert again == first
     with pytest.raises(SessionError) as e:
-        begin_verification(keyring, store, ch.token, digest("b"), now=T0 + 11)
+        begin_verification(keyring, store, ch.token, digest("b"), T0 + 11, attempt=tries[3])
     assert e.value.code == SESSION_ALREADY_USED
     assert store.failures("alice", 180, T0 + 11) == 2  # the duplicate and the other video
+    # Without an attempt id, a session is never resumed.
+    plain = issue_challenge(keyring, store, now=T0 + 12)
+    begin_verification(keyring, store, plain.token, digest("p"), T0 + 12)
+    with pytest.raises(SessionError) as e:
+        begin_verification(keyring, store, plain.token, digest("p"), T0 + 13)
+    assert e.value.code == SESSION_ALREADY_USED
     # A session burnt by a reused video stays refused for that video when resumed.
     later = issue_challenge(keyring, store, account="alice", now=T0 + 20)
     for t in (21, 22):
+        attempt = new_attempt()
         with pytest.raises(SessionError) as e:
-            begin_verification(keyring, store, later.token, digest("a"), now=T0 + t)
+            begin_verification(keyring, store, later.token, digest("a"), T0 + t, attempt=attempt)
         assert e.value.code == VIDEO_REUSED
-        release_verification(store, later.session_id, digest("a"), T0 + t)
+        release_verification(store, later.session_id, attempt, T0 + t)
 
 
 def _in_threads(worker, n: int, timeout: float) -> None:
@@ -377,15 +390,16 @@ def test_purge_works_in_batches(backend):
     for i in range(30):
         c = claims(exp=1)
         store.record_issued(c)
-        store.consume(c.session_id, T0, digest(i))
+        store.consume(c.session_id, T0, digest(i), f"try-{i}")
         store.record_video_digest(digest(i), T0, c.session_id)
-        store.release(c.session_id, digest(i), T0)
+        store.release(c.session_id, f"try-{i}", T0)
         store.record_failure(f"acct{i % 3}", T0)
     assert store.purge(T0 + 10_000) == 30 + 30 + 3  # sessions, failures, 3 accounts' blocks
     assert store.purge(T0 + 10_000) == 0
     assert store.purge(T0 + 31 * 24 * 3600) == 30  # the digests, after their 30 days
     # Nothing is left behind of a session or a digest (consumption, release, owner).
-    for name in ("sessions", "consumed", "consumedby", "released", "digests", "digestby"):
+    names = ("sessions", "consumed", "consumedby", "released", "attempt", "digests", "digestby")
+    for name in names:
         assert store._r.exists(store._k[name]) == 0, name
 
 
@@ -652,25 +666,24 @@ def test_a_session_consumed_before_a_restart_is_resumed_by_its_upload(
     )
     store = backend.open(timeout=1.0)
     ch = issue_challenge(keyring, store, account="alice", now=T0)
-    store.consume(ch.session_id, T0 + 1, digest("upload"))  # begin_verification's first write
+    attempt = new_attempt()
+    store.consume(ch.session_id, T0 + 1, digest("upload"), attempt)  # begin's first write
     server.kill()
     try:
         with pytest.raises(StoreUnavailable):
             store.record_video_digest(digest("upload"), T0 + 1, ch.session_id)
         with pytest.raises(StoreUnavailable):
-            release_verification(store, ch.session_id, digest("upload"), T0 + 1)
+            release_verification(store, ch.session_id, attempt, T0 + 1)
     finally:
         server.start()
-    _until_available(
-        lambda: release_verification(store, ch.session_id, digest("upload"), T0 + 2), 60
-    )
+    _until_available(lambda: release_verification(store, ch.session_id, attempt, T0 + 2), 60)
     with pytest.raises(SessionError) as e:
-        begin_verification(keyring, store, ch.token, digest("other"), now=T0 + 5)
+        begin_verification(keyring, store, ch.token, digest("other"), T0 + 5, attempt="x")
     assert e.value.code == SESSION_ALREADY_USED
-    got = begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 6)
+    got = begin_verification(keyring, store, ch.token, digest("upload"), T0 + 6, attempt="y")
     assert got.session_id == ch.session_id
     with pytest.raises(SessionError) as e:
-        begin_verification(keyring, store, ch.token, digest("upload"), now=T0 + 8)
+        begin_verification(keyring, store, ch.token, digest("upload"), T0 + 8, attempt="z")
     assert e.value.code == SESSION_ALREADY_USED
 
 
@@ -730,9 +743,9 @@ def test_tables_of_the_first_release_are_upgraded(backend):
     with pytest.raises(SessionAlreadyUsedError):
         store.consume("used", T0 + 1, digest("old"))
     assert not store.record_video_digest(digest("old"), T0 + 1, "used")
-    store.consume("fresh", T0 + 1, digest("new"))
-    store.release("fresh", digest("new"), T0 + 2)
-    store.consume("fresh", T0 + 2, digest("new"))  # resumed: the new columns work
+    store.consume("fresh", T0 + 1, digest("new"), "try-1")
+    store.release("fresh", "try-1", T0 + 2)
+    store.consume("fresh", T0 + 2, digest("new"), "try-2")  # resumed: the new columns work
     assert store.record_video_digest(digest("new"), T0 + 2, "fresh")
     assert store.record_video_digest(digest("new"), T0 + 3, "fresh")
     backend.open()  # a second open finds the columns there

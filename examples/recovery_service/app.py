@@ -57,10 +57,10 @@ from liveness.sessions import (
     StepTiming,
     StoreUnavailable,
     TokenInvalidError,
+    new_attempt,
     release_verification,
     verify_token,
 )
-from liveness.sessions import video_digest as sha256_of
 from liveness.stores import store_from_url
 from liveness.video import load_image
 
@@ -591,23 +591,28 @@ class RecoveryService:
         # One upload per recovery, even when two race (on one instance or several).
         if not self.db.claim(recovery_id, self.instance):
             return self._already_used(recovery_id, account, now, client)
+        attempt = new_attempt()  # to release the session if a store fails mid-way
         try:
             reference = self.reference(account)
             with self._slots:
                 result = self.verifier.verify(
-                    video, reference, challenge=token, mirrored=mirrored, account=account
+                    video,
+                    reference,
+                    challenge=token,
+                    mirrored=mirrored,
+                    account=account,
+                    attempt=attempt,
                 )
         except StoreUnavailable:
             # The database went away before an outcome: the attempt goes back to `waiting`
-            # and the person's retry (after Retry-After) finishes it. The session the first
-            # try may have consumed is released for this upload, so that the retry of the
-            # same upload resumes it (liveness.sessions.begin_verification, "Resuming");
-            # another upload is refused as SESSION_ALREADY_USED, with that outcome
-            # recorded. One outcome per recovery (db.py, README "Several instances").
-            digest = sha256_of(video)
+            # and the person's retry (after Retry-After) finishes it. The session, if this
+            # attempt consumed it, is released, so that the retry of the same upload resumes
+            # it (liveness.sessions.begin_verification, "Resuming"); another upload is
+            # refused as SESSION_ALREADY_USED, with that outcome recorded. One outcome per
+            # recovery (db.py, README "Several instances").
             with contextlib.suppress(StoreUnavailable):  # then the retry is refused, as before
                 retry_unavailable(
-                    lambda: release_verification(self.store, claims.session_id, digest),
+                    lambda: release_verification(self.store, claims.session_id, attempt),
                     self.config.outcome_retry_s,
                 )
             retry_unavailable(

@@ -47,6 +47,7 @@ from liveness.sessions import (
     SessionError,
     StoreUnavailable,
     TokenInvalidError,
+    new_attempt,
     release_verification,
     verify_token,
 )
@@ -117,6 +118,7 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
     except ServiceError as exc:
         return None, _refusal(exc.code, exc.message)
     now = time.time()
+    attempt = new_attempt()  # to release the session if a store fails before the claim
     try:
         service.store.check_rate_limit(account, now)
         claims = verify_token(service.gate.keyring, token, now=now)
@@ -126,10 +128,10 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
             service._junk(client)
             return None, _used()
         # Consumed by "the live check of this session" (no video digest exists yet), so
-        # that when a store then fails before the claim below, _start releases it and the
+        # that when a store then fails before the claim below, _release frees it and the
         # person's reconnect resumes it instead of being refused as SESSION_ALREADY_USED.
         # An upload (its own digest) is still refused.
-        service.store.consume(claims.session_id, now, _live_key(claims.session_id))
+        service.store.consume(claims.session_id, now, _live_key(claims.session_id), attempt)
     except (SessionError, RateLimitedError) as exc:
         if not isinstance(exc, RateLimitedError):
             service._junk(client)
@@ -141,8 +143,15 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
             reason_codes=[exc.code],
         )
         return None, _refusal(exc.code, exc.message)
-    if not service.db.claim(recovery_id, service.instance):
-        return None, _used()
+    except StoreUnavailable:
+        _release(service, recovery_id, attempt)
+        raise
+    try:
+        if not service.db.claim(recovery_id, service.instance):
+            return None, _used()
+    except StoreUnavailable:
+        _release(service, recovery_id, attempt)
+        raise
     return (account, claims), None
 
 
@@ -151,13 +160,13 @@ def _live_key(session_id: str) -> str:
     return hashlib.sha256(b"live:" + session_id.encode()).hexdigest()
 
 
-def _release(service: RecoveryService, recovery_id: str) -> None:
-    """After a store failure while starting: the session, if the live check consumed it,
-    may be consumed by it once more (retried as an outcome is; nothing if that fails, and
-    the reconnect is then refused)."""
+def _release(service: RecoveryService, recovery_id: str, attempt: str) -> None:
+    """After a store failure while starting: the session, if this attempt consumed it, may
+    be consumed by the live check once more (retried as an outcome is; nothing if that
+    fails, and the reconnect is then refused)."""
     with contextlib.suppress(StoreUnavailable):
         retry_unavailable(
-            lambda: release_verification(service.store, recovery_id, _live_key(recovery_id)),
+            lambda: release_verification(service.store, recovery_id, attempt),
             service.config.outcome_retry_s,
         )
 
@@ -181,7 +190,6 @@ async def _run(ws: WebSocket, service: RecoveryService, recovery_id: str, client
         claimed, refusal = await run_in_threadpool(_claim, service, recovery_id, token, client)
     except StoreUnavailable as exc:  # as the upload path's 503: try again shortly
         log.warning("recovery %s: store unavailable: %s", recovery_id, exc.detail)
-        await run_in_threadpool(_release, service, recovery_id)
         await ws.send_json(
             _refusal(exc.code, exc.message) | {"retry_after": max(1, int(exc.retry_after))}
         )

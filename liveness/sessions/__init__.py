@@ -17,8 +17,9 @@ A recovery attempt goes like this:
 4. When the analysis rejects the attempt, the server calls ``store.record_failure(account,
    now)``; enough failures in a short window block the account for a cool-down.
 5. When the verification fails because a store cannot be reached (a server restart), the
-   server calls :func:`release_verification`: the same video may then begin the session
-   once more, so that the person's retry is verified rather than refused
+   server calls :func:`release_verification` with the attempt id it gave
+   :func:`begin_verification` (:func:`new_attempt`): the same video may then begin the
+   session once more, so that the person's retry is verified rather than refused
    (:func:`begin_verification`, "Resuming"). :class:`liveness.Verifier` does steps 3 to 5.
 
 Every refusal raises a :class:`SessionError` whose ``code`` is a stable reason-code string
@@ -74,7 +75,13 @@ from .errors import (
     TokenInvalidError,
     VideoReusedError,
 )
-from .gate import ChallengeGate, begin_verification, release_verification, video_digest
+from .gate import (
+    ChallengeGate,
+    begin_verification,
+    new_attempt,
+    release_verification,
+    video_digest,
+)
 from .issue import IssuedChallenge, draw_actions, issue_challenge
 from .keys import (
     ENV_KEY,
@@ -136,6 +143,7 @@ __all__ = [
     "draw_actions",
     "encode_token",
     "issue_challenge",
+    "new_attempt",
     "release_verification",
     "verify_token",
     "video_digest",

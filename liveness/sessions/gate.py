@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def begin_verification(
     now: float | None = None,
     *,
     leeway: float = DEFAULT_LEEWAY,
+    attempt: str | None = None,
 ) -> ChallengeClaims:
     """All checks before a submitted video is analysed; returns the claims whose actions the
     video must show. Raises a :class:`SessionError` at the first check that fails:
@@ -62,14 +64,17 @@ def begin_verification(
     failures for the account's rate limit. The caller must record a failure itself when the
     analysis later rejects the video (``store.record_failure(claims.account, now)``).
 
-    **Resuming.** The session is consumed *by this video*. When the verification then fails
-    because the store could not be reached (:class:`~liveness.stores.StoreUnavailable`: a
+    **Resuming.** The session is consumed *by this video*, in this ``attempt`` (a random id
+    the caller chose for this try, :func:`new_attempt`). When the verification then fails
+    because a store could not be reached (:class:`~liveness.stores.StoreUnavailable`: a
     server restart, a commit whose answer was lost), the caller calls
-    :func:`release_verification`, and the same bytes may begin the session once more: the
-    person's retry is verified, not refused as ``SESSION_ALREADY_USED`` for the
-    infrastructure's fault. Nothing else changes: without a release the session stays
-    used, even by the same video (so a duplicate upload sent while the first is analysed
-    is refused), another video is always refused, and a resumed session is used again.
+    :func:`release_verification` with that attempt, and the same bytes may begin the session
+    once more: the person's retry is verified, not refused as ``SESSION_ALREADY_USED`` for
+    the infrastructure's fault. Nothing else changes: without a release the session stays
+    used, even by the same video (a duplicate upload sent while the first is analysed is
+    refused), another video is always refused, a resumed session is used again, and an
+    attempt whose consumption did not take effect (refused, or never reached) releases
+    nothing. Without ``attempt`` the session can never be resumed.
     """
     now = time.time() if now is None else now
     if not isinstance(video_digest, str) or not _DIGEST_RE.fullmatch(video_digest.lower()):
@@ -81,7 +86,7 @@ def begin_verification(
     if claims.account is not None:
         store.check_rate_limit(claims.account, now)
     try:
-        store.consume(claims.session_id, now, video_digest.lower())
+        store.consume(claims.session_id, now, video_digest.lower(), attempt)
         if not store.record_video_digest(video_digest.lower(), now, claims.session_id):
             raise VideoReusedError(detail=f"digest {video_digest[:12]}... seen before")
     except (SessionAlreadyUsedError, VideoReusedError):
@@ -91,19 +96,23 @@ def begin_verification(
     return claims
 
 
+def new_attempt() -> str:
+    """A random id for one try at verifying a session (``attempt`` of
+    :func:`begin_verification` and :func:`release_verification`)."""
+    return secrets.token_hex(16)
+
+
 def release_verification(
-    store: SessionStore, session_id: str, video_digest: str, now: float | None = None
+    store: SessionStore, session_id: str, attempt: str, now: float | None = None
 ) -> None:
-    """The verification that :func:`begin_verification` started for ``session_id`` with
-    ``video_digest`` ended without a result, because a store could not be reached: let the
+    """The verification ``attempt`` that :func:`begin_verification` started for
+    ``session_id`` ended without a result, because a store could not be reached: let the
     same video begin it once more (see "Resuming" there). Call it only then, never after a
-    result was given, and only where no other verification of the same session and video
-    can be running: a server that lets one upload per session through at a time, as the
-    example service's claim does (else a release while a duplicate is analysed would let
-    a third copy run beside it). Nothing happens if the session was consumed by another
-    video (or not at all). Raises :class:`~liveness.stores.StoreUnavailable` like any
-    store call; a server retries it for as long as it retries its own writes."""
-    store.release(session_id, video_digest.lower(), time.time() if now is None else now)
+    result was given. Nothing happens unless that attempt consumed the session (so a call
+    whose consumption was refused, or never reached the store, releases nothing). Raises
+    :class:`~liveness.stores.StoreUnavailable` like any store call; a server retries it for
+    as long as it retries its own writes."""
+    store.release(session_id, attempt, time.time() if now is None else now)
 
 
 @dataclass(frozen=True)
@@ -127,14 +136,17 @@ class ChallengeGate:
         now: float | None = None,
         *,
         content: Iterable | None = None,
+        attempt: str | None = None,
     ) -> ChallengeClaims:
-        """:func:`begin_verification` with this gate's keyring and store; then, with
-        ``fingerprints`` and the decoded frames as ``content``, the content check: a video
-        whose frames were seen before raises :class:`VideoReusedError` (the session is
-        consumed and the failure counted, as for a repeated digest). Frames kept for this
-        same session (a resumed session's first try) do not count."""
+        """:func:`begin_verification` (in ``attempt``) with this gate's keyring and store;
+        then, with ``fingerprints`` and the decoded frames as ``content``, the content
+        check: a video whose frames were seen before raises :class:`VideoReusedError` (the
+        session is consumed and the failure counted, as for a repeated digest). Frames kept
+        for this same session (a resumed session's first try) do not count."""
         now = time.time() if now is None else now
-        claims = begin_verification(self.keyring, self.store, token, video_digest, now)
+        claims = begin_verification(
+            self.keyring, self.store, token, video_digest, now, attempt=attempt
+        )
         if content is not None and self.fingerprints is not None:
             fp = self.fingerprints.fingerprint(content)
             if not self.fingerprints.check_and_add(fp, now, session=claims.session_id):
@@ -155,11 +167,11 @@ class ChallengeGate:
         if claims.account is not None:
             self.store.record_failure(claims.account, time.time() if now is None else now)
 
-    def release(self, session_id: str, video_digest: str, now: float | None = None) -> bool:
+    def release(self, session_id: str, attempt: str, now: float | None = None) -> bool:
         """:func:`release_verification` with this gate's store, once; False (nothing
         recorded) if the store is still unavailable."""
         try:
-            release_verification(self.store, session_id, video_digest, now)
+            release_verification(self.store, session_id, attempt, now)
         except StoreUnavailable:
             return False
         return True

@@ -90,7 +90,7 @@ class SessionStore(Protocol):
 
     * :meth:`consume` is atomic: of any number of concurrent calls for one session, from any
       number of threads, processes or machines, exactly one returns. After
-      :meth:`release` (the verification that consumed the session failed because this store
+      :meth:`release` by that call's attempt (its verification failed because this store
       could not be reached, and produced no result), one further call with the same video
       digest returns (a *resume*), so that the person's retry is verified instead of being
       refused for the infrastructure's fault.
@@ -113,11 +113,18 @@ class SessionStore(Protocol):
         """Whether this store issued ``session_id`` (and has not purged it)."""
         ...
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
-        """Mark the session used by the video ``digest``.
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
+        """Mark the session used by the video ``digest``, in the caller's ``attempt`` (a
+        random id of this try, needed to :meth:`release` it).
         :class:`~liveness.sessions.SessionAlreadyUsedError` if it already was (unless this
-        ``digest`` consumed it and :meth:`release` was called since),
-        :class:`~liveness.sessions.TokenInvalidError` if it is unknown."""
+        ``digest`` consumed it and :meth:`release` was called since: then this call is the
+        new attempt), :class:`~liveness.sessions.TokenInvalidError` if it is unknown."""
         ...
 
     def record_video_digest(
@@ -127,10 +134,10 @@ class SessionStore(Protocol):
         it was seen before, except by that same session."""
         ...
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
-        """The verification of the session by the video ``digest`` ended without a result:
-        let that video consume it once more. Nothing if the session is unknown or was
-        consumed by another video (or none)."""
+    def release(self, session_id: str, attempt: str, now: float) -> None:
+        """The verification ``attempt`` that consumed the session ended without a result:
+        let the same video consume it once more. Nothing unless ``attempt`` is the one that
+        consumed it last (an attempt whose consume did not take effect releases nothing)."""
         ...
 
     def record_failure(self, account: str, now: float) -> float | None:
@@ -166,10 +173,17 @@ class StorePrimitives(Protocol):
         """Whether the session is recorded."""
         ...
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
-        """Set ``consumed_at = now`` and ``consumed_by = digest`` if ``consumed_at`` is unset
-        (compare-and-set); else, for a ``digest`` equal to ``consumed_by``, unset
-        ``released_at`` if it is set (compare-and-set: a resume); else raise."""
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
+        """Set ``consumed_at = now``, ``consumed_by = digest`` and ``attempt`` if
+        ``consumed_at`` is unset (compare-and-set); else, for a ``digest`` equal to
+        ``consumed_by``, unset ``released_at`` and set ``attempt`` if ``released_at`` is set
+        (compare-and-set: a resume); else raise."""
         ...
 
     def record_video_digest(
@@ -179,8 +193,8 @@ class StorePrimitives(Protocol):
         inserted it or if the kept digest's owner is ``session_id`` (not None)."""
         ...
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
-        """Set ``released_at = now`` if ``consumed_by`` is ``digest``."""
+    def release(self, session_id: str, attempt: str, now: float) -> None:
+        """Set ``released_at = now`` if the stored ``attempt`` is ``attempt``."""
         ...
 
     def add_failure(self, account: str, now: float) -> int:

@@ -33,7 +33,8 @@ class MemorySessionStore(RateLimitRules):
     digest_retention: float = DEFAULT_DIGEST_RETENTION
     max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    # session id -> [expires_at, consumed_at, consumed_by (a digest), released_at]; None unset
+    # session id -> [expires_at, consumed_at, consumed_by (a digest), released_at, attempt];
+    # None when unset
     _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
     # digest -> (seen_at, the session that submitted it or None)
     _digests: dict[str, tuple[float, str | None]] = field(
@@ -58,21 +59,27 @@ class MemorySessionStore(RateLimitRules):
         with self._lock:
             if claims.session_id in self._sessions:
                 raise duplicate_session(claims.session_id)
-            self._sessions[claims.session_id] = [claims.expires_at, None, None, None]
+            self._sessions[claims.session_id] = [claims.expires_at, None, None, None, None]
 
     def is_known(self, session_id: str) -> bool:
         with self._lock:
             return session_id in self._sessions
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
         with self._lock:
             rec = self._sessions.get(session_id)
             if rec is None:
                 raise unknown_session()
             if rec[1] is None:
-                rec[1], rec[2] = now, digest
+                rec[1], rec[2], rec[4] = now, digest, attempt
             elif digest is not None and rec[2] == digest and rec[3] is not None:
-                rec[3] = None  # resumed by its video after a release
+                rec[3], rec[4] = None, attempt  # resumed by its video after a release
             else:
                 raise already_used(rec[1])
 
@@ -85,10 +92,10 @@ class MemorySessionStore(RateLimitRules):
             self._digests[digest] = (now, session_id)
             return True
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
+    def release(self, session_id: str, attempt: str, now: float) -> None:
         with self._lock:
             rec = self._sessions.get(session_id)
-            if rec is not None and rec[1] is not None and rec[2] == digest:
+            if rec is not None and attempt is not None and rec[4] == attempt:
                 rec[3] = now
 
     def add_failure(self, account: str, now: float) -> int:

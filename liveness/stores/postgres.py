@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS {ns}_sessions (
     expires_at BIGINT NOT NULL,
     consumed_at DOUBLE PRECISION,
     consumed_by TEXT,
-    released_at DOUBLE PRECISION
+    released_at DOUBLE PRECISION,
+    attempt TEXT
 );
 CREATE INDEX IF NOT EXISTS {ns}_sessions_expires ON {ns}_sessions (expires_at);
 CREATE TABLE IF NOT EXISTS {ns}_video_digests (
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS {ns}_blocks (
 _ADDED_COLUMNS = (
     ("sessions", "consumed_by", "TEXT"),
     ("sessions", "released_at", "DOUBLE PRECISION"),
+    ("sessions", "attempt", "TEXT"),
     ("video_digests", "session_id", "TEXT"),
 )
 
@@ -242,7 +244,13 @@ class PostgresSessionStore(RateLimitRules):
             ).fetchone()
         return row is not None
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
         t = self._t["sessions"]
         with self._conn() as conn:
             # One statement. `u` consumes an unconsumed session; `r` resumes a released one
@@ -251,14 +259,14 @@ class PostgresSessionStore(RateLimitRules):
             # they never match the same row, as `r` needs consumed_by set and `u` unset).
             # The SELECT (from the statement's snapshot) only tells "unknown" from "used".
             updated, resumed, exists, consumed_at = conn.execute(
-                f"WITH u AS (UPDATE {t} SET consumed_at = %s, consumed_by = %s "
+                f"WITH u AS (UPDATE {t} SET consumed_at = %s, consumed_by = %s, attempt = %s "
                 "WHERE id = %s AND consumed_at IS NULL RETURNING 1), "
-                f"r AS (UPDATE {t} SET released_at = NULL WHERE id = %s AND consumed_by = %s "
-                "AND released_at IS NOT NULL RETURNING 1) "
+                f"r AS (UPDATE {t} SET released_at = NULL, attempt = %s WHERE id = %s "
+                "AND consumed_by = %s AND released_at IS NOT NULL RETURNING 1) "
                 "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM r), "
                 f"s.id IS NOT NULL, s.consumed_at FROM (SELECT 1) one LEFT JOIN {t} s "
                 "ON s.id = %s",
-                (now, digest, session_id, session_id, digest, session_id),
+                (now, digest, attempt, session_id, attempt, session_id, digest, session_id),
             ).fetchone()
         if updated == 1 or resumed == 1:
             return
@@ -277,16 +285,21 @@ class PostgresSessionStore(RateLimitRules):
                 f"SELECT (SELECT count(*) FROM i), (SELECT session_id FROM {t} WHERE digest = %s)",
                 (digest, now, session_id, digest),
             ).fetchone()
-        # A digest inserted by another transaction during this statement is not in its
-        # snapshot (owner None): False, "seen before", as for any other session's digest.
+            if inserted == 0 and owner is None and session_id is not None:
+                # Inserted by a transaction that committed during the statement (not in its
+                # snapshot): read it now, so that a session's own digest is recognised.
+                row = conn.execute(
+                    f"SELECT session_id FROM {t} WHERE digest = %s", (digest,)
+                ).fetchone()
+                owner = row[0] if row else None
         return inserted == 1 or (session_id is not None and owner == session_id)
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
+    def release(self, session_id: str, attempt: str, now: float) -> None:
         with self._conn() as conn:
             conn.execute(
                 f"UPDATE {self._t['sessions']} SET released_at = %s "
-                "WHERE id = %s AND consumed_by = %s",
-                (now, session_id, digest),
+                "WHERE id = %s AND attempt = %s",
+                (now, session_id, attempt),
             )
 
     def add_failure(self, account: str, now: float) -> int:

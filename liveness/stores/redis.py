@@ -33,20 +33,26 @@ __all__ = ["RedisSessionStore"]
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 # KEYS: sessions zset, consumed hash (session id -> time), consumed-by hash (session id ->
-# digest), released hash (session id -> time). ARGV: session id, now, digest ('' for none).
+# digest), released hash (session id -> time), attempt hash (session id -> attempt id).
+# ARGV: session id, now, digest ('' for none), attempt ('' for none).
 # -> {1} consumed now, {0} unknown, {2, consumed_at} consumed before, {3} resumed by its video.
 _CONSUME = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0} end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[4]) end
   return {1}
 end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[3]
-   and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then return {3} end
+   and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+  else redis.call('HDEL', KEYS[5], ARGV[1]) end
+  return {3}
+end
 return {2, redis.call('HGET', KEYS[2], ARGV[1])}
 """
 
-# KEYS: consumed-by hash, released hash. ARGV: session id, digest, now.
+# KEYS: attempt hash, released hash. ARGV: session id, attempt, now.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -131,7 +137,7 @@ return {#ids, more}
 """
 
 # KEYS: sessions, consumed, digests, failures index, blocks, blocks-by-until, consumed-by,
-# released, digest owners.
+# released, digest owners, attempts.
 # ARGV: session cutoff, digest cutoff, failure cutoff, block cutoff, failure key prefix, batch.
 # Removes at most `batch` of each -> {removed, more}.
 _PURGE = """
@@ -142,6 +148,7 @@ for _, sid in ipairs(sids) do
   redis.call('HDEL', KEYS[2], sid)
   redis.call('HDEL', KEYS[7], sid)
   redis.call('HDEL', KEYS[8], sid)
+  redis.call('HDEL', KEYS[10], sid)
   redis.call('ZREM', KEYS[1], sid)
 end
 removed = removed + #sids
@@ -189,7 +196,7 @@ class RedisSessionStore(RateLimitRules):
     Keys live under ``{<namespace>}:`` (one hash tag, so every key of one store sits in one
     Redis Cluster slot and the Lua scripts stay valid there). Sessions are a sorted set
     scored by expiry plus hashes of consumption times, of the consuming videos' digests and
-    of release times; ``consume`` is a script that checks the session exists and
+    attempts, and of release times; ``consume`` is a script that checks the session exists and
     ``HSETNX``-es its consumption time, so exactly one caller wins (after a release, the
     consuming video's call that ``HDEL``-s the release wins). Digests are one sorted set
     written with ``ZADD NX``, with a hash of the session that submitted each. Nothing relies
@@ -222,7 +229,8 @@ class RedisSessionStore(RateLimitRules):
         self.namespace = namespace
         self.purge_batch = purge_batch
         p = f"{{{namespace}}}:"
-        names = ("sessions", "consumed", "consumedby", "released", "digests", "digestby")
+        names = ("sessions", "consumed", "consumedby", "released", "attempt", "digests")
+        names += ("digestby",)
         names += ("failseq", "failidx", "blocks", "blocked")
         self._k = {n: p + n for n in (*names, "fpseq", "fps", "fpsummary", "fptext")}
         self._fail_prefix = p + "fail:"
@@ -276,10 +284,17 @@ class RedisSessionStore(RateLimitRules):
         with self._call():
             return self._r.zscore(self._k["sessions"], session_id) is not None
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
-        keys = [self._k[n] for n in ("sessions", "consumed", "consumedby", "released")]
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
+        keys = [self._k[n] for n in ("sessions", "consumed", "consumedby", "released", "attempt")]
+        args = [session_id, repr(float(now)), digest or "", attempt or ""]
         with self._call():
-            res = self._consume(keys=keys, args=[session_id, repr(float(now)), digest or ""])
+            res = self._consume(keys=keys, args=args)
         if res[0] in (1, 3):  # 3: resumed by its own video after release()
             return
         if res[0] == 0:
@@ -295,10 +310,12 @@ class RedisSessionStore(RateLimitRules):
                 keys=keys, args=[digest, repr(float(now)), session_id or ""]
             ) == 1
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
-        keys = [self._k["consumedby"], self._k["released"]]
+    def release(self, session_id: str, attempt: str, now: float) -> None:
+        if not attempt:
+            return  # a consume without an attempt id is never released
+        keys = [self._k["attempt"], self._k["released"]]
         with self._call():
-            self._release(keys=keys, args=[session_id, digest, repr(float(now))])
+            self._release(keys=keys, args=[session_id, attempt, repr(float(now))])
 
     def add_failure(self, account: str, now: float) -> int:
         with self._call():
@@ -398,6 +415,7 @@ class RedisSessionStore(RateLimitRules):
         ]
         keys = [self._k[n] for n in ("sessions", "consumed", "digests", "failidx")]
         keys += [self._k[n] for n in ("blocks", "blocked", "consumedby", "released", "digestby")]
+        keys += [self._k["attempt"]]
         total = self._purge_old_fingerprints(now)
         while True:
             with self._call():

@@ -29,8 +29,8 @@ __all__ = ["SQLiteSessionStore"]
 
 # Bumped only for a change older code cannot work with. Columns added since version 1 (old
 # code never names them and they may be NULL, so it still works on a newer file):
-# sessions.consumed_by and released_at, video_digests.session_id (resuming a session after a
-# store failure: stores/base.py).
+# sessions.consumed_by, released_at and attempt, video_digests.session_id (resuming a session
+# after a store failure: stores/base.py).
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at INTEGER NOT NULL,
     consumed_at REAL,
     consumed_by TEXT,
-    released_at REAL
+    released_at REAL,
+    attempt TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS video_digests (
@@ -210,6 +211,7 @@ class SQLiteSessionStore(RateLimitRules):
                 ("video_fingerprints", "summary", "TEXT NOT NULL DEFAULT ''"),
                 ("sessions", "consumed_by", "TEXT"),
                 ("sessions", "released_at", "REAL"),
+                ("sessions", "attempt", "TEXT"),
                 ("video_digests", "session_id", "TEXT"),
             ):
                 have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
@@ -239,23 +241,29 @@ class SQLiteSessionStore(RateLimitRules):
             row = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return row is not None
 
-    def consume(self, session_id: str, now: float, digest: str | None = None) -> None:
+    def consume(
+        self,
+        session_id: str,
+        now: float,
+        digest: str | None = None,
+        attempt: str | None = None,
+    ) -> None:
         with self._tx() as c:
             # One conditional UPDATE: whoever changes the row first wins; everyone else sees
             # rowcount 0. Atomic even without the IMMEDIATE transaction around it.
             cur = c.execute(
-                "UPDATE sessions SET consumed_at = ?, consumed_by = ? "
+                "UPDATE sessions SET consumed_at = ?, consumed_by = ?, attempt = ? "
                 "WHERE id = ? AND consumed_at IS NULL",
-                (now, digest, session_id),
+                (now, digest, attempt, session_id),
             )
             if cur.rowcount == 1:
                 return
             if digest is not None:
                 # A resume after release(): the same compare-and-set, on released_at.
                 cur = c.execute(
-                    "UPDATE sessions SET released_at = NULL "
+                    "UPDATE sessions SET released_at = NULL, attempt = ? "
                     "WHERE id = ? AND consumed_by = ? AND released_at IS NOT NULL",
-                    (session_id, digest),
+                    (attempt, session_id, digest),
                 )
                 if cur.rowcount == 1:
                     return
@@ -282,11 +290,11 @@ class SQLiteSessionStore(RateLimitRules):
             ).fetchone()
         return session_id is not None and row is not None and row[0] == session_id
 
-    def release(self, session_id: str, digest: str, now: float) -> None:
+    def release(self, session_id: str, attempt: str, now: float) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE sessions SET released_at = ? WHERE id = ? AND consumed_by = ?",
-                (now, session_id, digest),
+                "UPDATE sessions SET released_at = ? WHERE id = ? AND attempt = ?",
+                (now, session_id, attempt),
             )
 
     def add_failure(self, account: str, now: float) -> int:
