@@ -154,23 +154,35 @@ def rigid_residual(a3: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum((x @ m - b) ** 2, axis=1))))
 
 
-def pair_residuals(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """``(similarity, homography, rigid 3D)`` residuals from mesh ``a`` to mesh ``b`` (both
-    ``(478, 3)``) on the rigid landmarks, in face widths (the mean outer-eye-corner
-    distance of the two)."""
+def _face_width(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean outer-eye-corner distance of meshes ``a`` and ``b`` (at least 1e-6)."""
     width = 0.5 * (
         np.linalg.norm(a[_OUTER_EYES[0], :2] - a[_OUTER_EYES[1], :2])
         + np.linalg.norm(b[_OUTER_EYES[0], :2] - b[_OUTER_EYES[1], :2])
     )
+    return max(float(width), 1e-6)
+
+
+def pair_residuals(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """``(similarity, homography, rigid 3D)`` residuals from mesh ``a`` to mesh ``b`` (both
+    ``(478, 3)``) on the rigid landmarks, in face widths (the mean outer-eye-corner
+    distance of the two)."""
     ra = np.asarray(a[list(RIGID), :2], np.float64)
     rb = np.asarray(b[list(RIGID), :2], np.float64)
-    w = max(float(width), 1e-6)
+    w = _face_width(a, b)
     a3 = np.asarray(a[list(RIGID)], np.float64)
     return (
         similarity_residual(ra, rb) / w,
         homography_residual(ra, rb) / w,
         rigid_residual(a3, rb) / w,
     )
+
+
+def pair_homography_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """The homography residual of :func:`pair_residuals` alone (the same value)."""
+    ra = np.asarray(a[list(RIGID), :2], np.float64)
+    rb = np.asarray(b[list(RIGID), :2], np.float64)
+    return homography_residual(ra, rb) / _face_width(a, b)
 
 
 def consistency(
@@ -204,7 +216,7 @@ def consistency(
         pair_residuals(ms[i].points, ms[k].points) for i, k in _evenly(cand, th.max_pairs)
     ]
     near = [
-        pair_residuals(ms[i].points, ms[i + 1].points)[1]
+        pair_homography_residual(ms[i].points, ms[i + 1].points)
         for i in _evenly(list(range(len(ms) - 1)), th.max_pairs // 2)
     ]
     jitter = float(np.median(near)) if near else None

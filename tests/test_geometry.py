@@ -11,6 +11,7 @@ from liveness.geometry import (
     RIGID,
     consistency,
     homography_residual,
+    pair_homography_residual,
     pair_residuals,
     rigid_residual,
 )
@@ -74,3 +75,11 @@ def test_a_print_tilted_to_fake_a_turn_is_flat(landmarks, data_dir):
     # measured: ratio 1.37 (live clips that turn: 1.87-6.6)
     assert c.verdict == "flat", c
     assert c.ratio < 1.6
+
+
+def test_the_homography_residual_alone_is_the_one_of_all_three():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a = rng.normal(size=(478, 3)) * 50 + 200
+        b = a + rng.normal(size=(478, 3))
+        assert pair_homography_residual(a, b) == pair_residuals(a, b)[1]
