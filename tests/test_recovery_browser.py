@@ -192,3 +192,54 @@ def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp
         "CHALLENGE_OUT_OF_ORDER",
     }
     assert decision == "reject" and challenge & set(last["reason_codes"]), last["reason_codes"]
+
+
+def test_the_page_sends_the_same_recording_again_after_a_503(
+    server, data_dir, tmp_path, monkeypatch
+):
+    """The session store commits the token's consumption and the connection breaks before
+    its answer (a database restart): the service answers 503 with Retry-After. The page
+    says it will try again, sends the same recording after that wait, and the server
+    resumes the session: the person gets their result, not SESSION_ALREADY_USED, and the
+    recovery has one decision."""
+    from playwright.sync_api import expect
+
+    from liveness.stores import StoreUnavailable
+
+    base, service = server
+    consume, calls = service.store.consume, []
+
+    def consumed_then_lost(*a):
+        calls.append(a)
+        consume(*a)
+        if len(calls) == 1:
+            raise StoreUnavailable("terminating connection due to administrator command")
+
+    monkeypatch.setattr(service.store, "consume", consumed_then_lost)
+    before = len([e for e in service.audit_entries() if e["event"] == "decision"])
+    with camera_page(data_dir / CLIP, tmp_path) as (page, errors):
+        page.goto(f"{base}/?fast=1")
+        page.focus("#account")
+        page.keyboard.type("wda")
+        page.keyboard.press("Enter")
+        expect(page.locator("#camera-on")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).to_be_focused()
+        page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+        page.keyboard.press("Enter")
+        expect(page.locator("#upload-status")).to_contain_text("Trying again", timeout=60_000)
+        expect(page.locator("#live")).to_contain_text("Trying again")
+        result = page.locator("#step-result")
+        expect(result).to_be_visible(timeout=60_000)
+        status = result.get_attribute("data-status")
+        codes = page.locator("#result-reasons li").evaluate_all(
+            "items => items.map(li => li.dataset.code)"
+        )
+        assert not errors, errors
+    assert status == "200", (status, codes)
+    assert "SESSION_ALREADY_USED" not in codes and codes, codes
+    # The same upload twice: the same session, the same digest, two attempts.
+    assert len(calls) == 2 and calls[0][0] == calls[1][0] and calls[0][2] == calls[1][2]
+    assert calls[0][3] != calls[1][3]
+    decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
+    assert len(decisions) == before + 1

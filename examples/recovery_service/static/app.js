@@ -220,15 +220,14 @@
   }
 
   // -- 3. upload ------------------------------------------------------------------------
-  function upload(session, blob) {
-    show("step-upload");
-    announce("Recording finished. Checking your video.");
-    const ext = blob.type.includes("mp4") ? "mp4" : "webm";
-    const form = new FormData();
-    form.append("token", session.token);
-    form.append("mirrored", "false");
-    if (session.recordingStarted) form.append("recording_started", String(session.recordingStarted));
-    form.append("video", blob, `recording.${ext}`);
+  // A 503 (the service's database or session store briefly away) is tried again with the
+  // same recording after its Retry-After, up to UPLOAD_TRIES sends in all: the server lets
+  // the same upload resume the session its first try consumed, so the person neither
+  // records again nor is refused for the server's fault.
+  const UPLOAD_TRIES = 4;
+  const MAX_WAIT_S = 15;
+
+  function send(session, form) {
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", session.upload_url);
@@ -236,16 +235,40 @@
       xhr.upload.onprogress = (e) => {
         if (e.lengthComputable) $("upload-progress").value = Math.round((100 * e.loaded) / e.total);
       };
-      xhr.onload = () => {
-        showResult(xhr.status, xhr.response || {});
-        resolve();
-      };
-      xhr.onerror = () => {
-        showResult(0, { message: "The video could not be sent. Check your connection." });
-        resolve();
-      };
+      xhr.onload = () => resolve({
+        status: xhr.status,
+        data: xhr.response || {},
+        retryAfter: Number(xhr.getResponseHeader("Retry-After")) || 5,
+      });
+      xhr.onerror = () => resolve({
+        status: 0,
+        data: { message: "The video could not be sent. Check your connection." },
+      });
       xhr.send(form);
     });
+  }
+
+  async function upload(session, blob) {
+    show("step-upload");
+    $("upload-status").textContent = "Sending your video. Please keep this page open.";
+    announce("Recording finished. Checking your video.");
+    const ext = blob.type.includes("mp4") ? "mp4" : "webm";
+    const form = new FormData();
+    form.append("token", session.token);
+    form.append("mirrored", "false");
+    if (session.recordingStarted) form.append("recording_started", String(session.recordingStarted));
+    form.append("video", blob, `recording.${ext}`);
+    let answer = null;
+    for (let tries = 1; ; tries++) {
+      answer = await send(session, form);
+      if (answer.status !== 503 || tries >= UPLOAD_TRIES) break;
+      const wait = Math.min(Math.max(answer.retryAfter, 1), MAX_WAIT_S);
+      const text = `The service is briefly unavailable. Trying again in ${wait} seconds.`;
+      $("upload-status").textContent = text;
+      announce(text);
+      await sleep(wait * 1000);
+    }
+    showResult(answer.status, answer.data);
   }
 
   // -- 4. result --------------------------------------------------------------------------
