@@ -104,6 +104,16 @@ def camera_page(clip: Path, tmp_path: Path, seconds: float = 6.0):
             browser.close()
 
 
+def wait_for_camera(page, timeout: float = 30.0) -> None:
+    """Until the preview shows the camera. Polled from here: ``page.wait_for_function``
+    polls with ``eval`` in the page once its first check fails, which the page's Content
+    Security Policy (``default-src 'self'``) refuses."""
+    end = time.monotonic() + timeout
+    while not page.evaluate("document.querySelector('#preview').videoWidth > 0"):
+        assert time.monotonic() < end, "the camera preview did not start"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, data_dir):
     """The service on 127.0.0.1 with a free port, in a background thread."""
@@ -148,7 +158,7 @@ def test_capture_page_records_uploads_and_shows_the_result(server, data_dir, tmp
         expect(page.locator("#record")).to_be_focused()
         transform = page.eval_on_selector("#preview", "v => getComputedStyle(v).transform")
         assert transform.startswith("matrix(-1"), transform
-        page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+        wait_for_camera(page)
 
         # 3. recording: each instruction on screen and in the aria-live region
         page.keyboard.press("Enter")
@@ -225,7 +235,7 @@ def test_the_page_sends_the_same_recording_again_after_a_503(
         expect(page.locator("#camera-on")).to_be_focused()
         page.keyboard.press("Enter")
         expect(page.locator("#record")).to_be_focused()
-        page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+        wait_for_camera(page)
         page.keyboard.press("Enter")
         expect(page.locator("#upload-status")).to_contain_text("Trying again", timeout=60_000)
         expect(page.locator("#live")).to_contain_text("Trying again")
@@ -243,3 +253,51 @@ def test_the_page_sends_the_same_recording_again_after_a_503(
     assert calls[0][3] != calls[1][3]
     decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
     assert len(decisions) == before + 1
+
+
+def test_a_lost_answer_is_read_back_instead_of_refused(server, data_dir, tmp_path):
+    """The upload reaches the server and is verified, but the connection breaks before the
+    answer arrives (a mobile network): the page asks the server for the recovery's result
+    with its token and shows it. Before, the page said the video could not be sent, and
+    sending it again would have been refused as SESSION_ALREADY_USED."""
+    from playwright.sync_api import expect
+
+    base, service = server
+    before = [e for e in service.audit_entries() if e["event"] == "decision"]
+    uploads, reads = [], []
+
+    def answer_lost(route):
+        uploads.append(route.request.url)
+        route.fetch(timeout=120_000)  # the server receives and verifies the upload...
+        route.abort("connectionreset")  # ...and its answer never reaches the page
+
+    with camera_page(data_dir / CLIP, tmp_path) as (page, errors):
+        page.route("**/recoveries/*/video", answer_lost)
+        def note_read(request) -> None:
+            if request.method == "GET" and "/recoveries/" in request.url:
+                reads.append(request.url)
+
+        page.on("request", note_read)
+        page.goto(f"{base}/?fast=1")
+        page.focus("#account")
+        page.keyboard.type("wda")
+        page.keyboard.press("Enter")
+        expect(page.locator("#camera-on")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).to_be_focused()
+        wait_for_camera(page)
+        page.keyboard.press("Enter")
+        result = page.locator("#step-result")
+        expect(result).to_be_visible(timeout=120_000)
+        decision = page.get_attribute("#result-decision", "data-decision")
+        codes = page.locator("#result-reasons li").evaluate_all(
+            "items => items.map(li => li.dataset.code)"
+        )
+        assert not errors, errors
+    decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
+    assert len(decisions) == len(before) + 1  # verified once
+    assert len(uploads) == 1 and reads, (uploads, reads)
+    # What the page shows is what the server decided, with its reasons.
+    assert decision == decisions[-1]["decision"], (decision, decisions[-1])
+    assert codes and set(codes) <= set(decisions[-1]["reason_codes"]), codes
+    assert "SESSION_ALREADY_USED" not in codes

@@ -223,9 +223,37 @@
   // A 503 (the service's database or session store briefly away) is tried again with the
   // same recording after its Retry-After, up to UPLOAD_TRIES sends in all: the server lets
   // the same upload resume the session its first try consumed, so the person neither
-  // records again nor is refused for the server's fault.
+  // records again nor is refused for the server's fault. When the connection breaks
+  // instead, the server may have the result already: the page asks for it (GET
+  // /recoveries/{id} with the token), waits while the video is still being checked, and
+  // sends the recording again only if the attempt is still waiting for it.
   const UPLOAD_TRIES = 4;
   const MAX_WAIT_S = 15;
+  const POLL_S = 2;
+  const MAX_POLL_S = 120;
+
+  // The recovery as the server has it ({status, and the result once there is one}), or
+  // null when it cannot be asked either.
+  async function recovery(session) {
+    try {
+      const res = await fetch(`/recoveries/${encodeURIComponent(session.recovery_id)}`, {
+        headers: { Authorization: `Bearer ${session.token}` },
+      });
+      return res.ok ? await res.json() : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // After a broken connection: the recovery once it is no longer being checked.
+  async function settled(session) {
+    for (let waited = 0; waited <= MAX_POLL_S; waited += POLL_S) {
+      const r = await recovery(session);
+      if (!r || r.status !== "processing") return r;
+      await sleep(POLL_S * 1000);
+    }
+    return null;
+  }
 
   function send(session, form) {
     return new Promise((resolve) => {
@@ -261,8 +289,23 @@
     let answer = null;
     for (let tries = 1; ; tries++) {
       answer = await send(session, form);
-      if (answer.status !== 503 || tries >= UPLOAD_TRIES) break;
-      const wait = Math.min(Math.max(answer.retryAfter, 1), MAX_WAIT_S);
+      let wait = 0;
+      if (answer.status === 0) {
+        const text = "The connection was interrupted. Checking whether your video arrived.";
+        $("upload-status").textContent = text;
+        announce(text);
+        const r = await settled(session);
+        if (r && (r.status === "done" || r.status === "failed")) {
+          answer = { status: 200, data: r };  // the result the server recorded
+          break;
+        }
+        if (!r || r.status !== "waiting" || tries >= UPLOAD_TRIES) break;
+        wait = 1;
+      } else if (answer.status === 503 && tries < UPLOAD_TRIES) {
+        wait = Math.min(Math.max(answer.retryAfter, 1), MAX_WAIT_S);
+      } else {
+        break;
+      }
       const text = `The service is briefly unavailable. Trying again in ${wait} seconds.`;
       $("upload-status").textContent = text;
       announce(text);
