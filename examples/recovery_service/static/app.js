@@ -286,30 +286,31 @@
     form.append("mirrored", "false");
     if (session.recordingStarted) form.append("recording_started", String(session.recordingStarted));
     form.append("video", blob, `recording.${ext}`);
+    const tell = (text) => {
+      $("upload-status").textContent = text;
+      announce(text);
+    };
     let answer = null;
     for (let tries = 1; ; tries++) {
       answer = await send(session, form);
-      let wait = 0;
       if (answer.status === 0) {
-        const text = "The connection was interrupted. Checking whether your video arrived.";
-        $("upload-status").textContent = text;
-        announce(text);
+        tell("The connection was interrupted. Checking whether your video arrived.");
         const r = await settled(session);
         if (r && (r.status === "done" || r.status === "failed")) {
           answer = { status: 200, data: r };  // the result the server recorded
           break;
         }
         if (!r || r.status !== "waiting" || tries >= UPLOAD_TRIES) break;
-        wait = 1;
+        tell("Your video did not arrive. Sending it again.");
+        await sleep(1000);
       } else if (answer.status === 503 && tries < UPLOAD_TRIES) {
-        wait = Math.min(Math.max(answer.retryAfter, 1), MAX_WAIT_S);
+        const wait = Math.min(Math.max(answer.retryAfter, 1), MAX_WAIT_S);
+        const unit = wait === 1 ? "second" : "seconds";
+        tell(`The service is briefly unavailable. Trying again in ${wait} ${unit}.`);
+        await sleep(wait * 1000);
       } else {
         break;
       }
-      const text = `The service is briefly unavailable. Trying again in ${wait} seconds.`;
-      $("upload-status").textContent = text;
-      announce(text);
-      await sleep(wait * 1000);
     }
     showResult(answer.status, answer.data);
   }
