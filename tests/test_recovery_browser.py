@@ -114,6 +114,22 @@ def wait_for_camera(page, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def start_recording(page, base: str) -> None:
+    """By keyboard, as the first test checks step by step: the account, the camera, then
+    the recording (which the page uploads when it ends)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/?fast=1")
+    page.focus("#account")
+    page.keyboard.type("wda")
+    page.keyboard.press("Enter")
+    expect(page.locator("#camera-on")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#record")).to_be_focused()
+    wait_for_camera(page)
+    page.keyboard.press("Enter")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, data_dir):
     """The service on 127.0.0.1 with a free port, in a background thread."""
@@ -228,15 +244,7 @@ def test_the_page_sends_the_same_recording_again_after_a_503(
     monkeypatch.setattr(service.store, "consume", consumed_then_lost)
     before = len([e for e in service.audit_entries() if e["event"] == "decision"])
     with camera_page(data_dir / CLIP, tmp_path) as (page, errors):
-        page.goto(f"{base}/?fast=1")
-        page.focus("#account")
-        page.keyboard.type("wda")
-        page.keyboard.press("Enter")
-        expect(page.locator("#camera-on")).to_be_focused()
-        page.keyboard.press("Enter")
-        expect(page.locator("#record")).to_be_focused()
-        wait_for_camera(page)
-        page.keyboard.press("Enter")
+        start_recording(page, base)
         expect(page.locator("#upload-status")).to_contain_text("Trying again", timeout=60_000)
         expect(page.locator("#live")).to_contain_text("Trying again")
         result = page.locator("#step-result")
@@ -273,20 +281,13 @@ def test_a_lost_answer_is_read_back_instead_of_refused(server, data_dir, tmp_pat
 
     with camera_page(data_dir / CLIP, tmp_path) as (page, errors):
         page.route("**/recoveries/*/video", answer_lost)
+
         def note_read(request) -> None:
             if request.method == "GET" and "/recoveries/" in request.url:
                 reads.append(request.url)
 
         page.on("request", note_read)
-        page.goto(f"{base}/?fast=1")
-        page.focus("#account")
-        page.keyboard.type("wda")
-        page.keyboard.press("Enter")
-        expect(page.locator("#camera-on")).to_be_focused()
-        page.keyboard.press("Enter")
-        expect(page.locator("#record")).to_be_focused()
-        wait_for_camera(page)
-        page.keyboard.press("Enter")
+        start_recording(page, base)
         result = page.locator("#step-result")
         expect(result).to_be_visible(timeout=120_000)
         decision = page.get_attribute("#result-decision", "data-decision")
