@@ -49,3 +49,45 @@ def test_fake_camera_cannot_follow_live_prompts_and_is_refused_naming_the_step(
     entry = [e for e in service.audit_entries() if e["event"] == "decision"][-1]
     assert entry["live"] is True and entry["decision"] == "reject"
     assert entry["schedule"]["steps"][0]["prompt_at"] is not None
+
+
+def test_the_live_page_reconnects_after_the_database_fails_as_it_starts(
+    server,  # noqa: F811 (the imported fixture)
+    data_dir,
+    tmp_path,
+    monkeypatch,
+):
+    """The database fails as the recovery is claimed (after the session was consumed): the
+    page is told STORE_UNAVAILABLE with retry_after, says it will try again, connects again
+    with the same token, and the check runs to its normal result: not SESSION_ALREADY_USED,
+    and one decision."""
+    from playwright.sync_api import expect
+
+    from liveness.stores import StoreUnavailable
+
+    base, service = server
+    claim, claims = service.db.claim, []
+
+    def claim_once_unavailable(*a):
+        claims.append(a)
+        if len(claims) == 1:
+            raise StoreUnavailable("terminating connection due to administrator command")
+        return claim(*a)
+
+    monkeypatch.setattr(service.db, "claim", claim_once_unavailable)
+    before = len([e for e in service.audit_entries() if e["event"] == "decision"])
+    with camera_page(data_dir / CLIP, tmp_path, seconds=8.0) as (page, errors):
+        page.goto(f"{base}/live")
+        page.focus("#account")
+        page.keyboard.type("wda")
+        page.keyboard.press("Enter")
+        expect(page.locator("#prompt-text")).to_contain_text("Trying again", timeout=20_000)
+        expect(page.locator("#light")).to_be_visible(timeout=30_000)  # the check started
+        result = page.locator("#step-result")
+        expect(result).to_be_visible(timeout=60_000)
+        codes = [li.get_attribute("data-code") for li in page.locator("#result-reasons li").all()]
+        assert not errors, errors
+    assert len(claims) == 2 and claims[0] == claims[1], claims
+    assert codes and not {"STORE_UNAVAILABLE", "SESSION_ALREADY_USED"} & set(codes), codes
+    decisions = [e for e in service.audit_entries() if e["event"] == "decision"]
+    assert len(decisions) == before + 1 and decisions[-1]["live"] is True

@@ -63,8 +63,7 @@
     const ctx = canvas.getContext("2d");
 
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/recoveries/${session.recovery_id}/live`);
-    ws.binaryType = "arraybuffer";
+    let ws = null;
     let timer = null;
     let busy = false;
     const stop = () => {
@@ -83,9 +82,35 @@
       }, "image/jpeg", 0.85);
     }
 
-    ws.onopen = () => ws.send(JSON.stringify({ token: session.token, mirrored: false }));
-    ws.onmessage = (ev) => {
+    // The service briefly unavailable as the check starts (STORE_UNAVAILABLE, with
+    // retry_after): connect again with the same token, up to CONNECT_TRIES times; the
+    // server resumes the session the first try consumed.
+    const CONNECT_TRIES = 4;
+    let tries = 0;
+    const connect = () => {
+      tries += 1;
+      ws = new WebSocket(`${scheme}//${location.host}/recoveries/${session.recovery_id}/live`);
+      ws.binaryType = "arraybuffer";
+      ws.onopen = () => ws.send(JSON.stringify({ token: session.token, mirrored: false }));
+      ws.onmessage = onMessage;
+      ws.onerror = () => { stop(); fail("The connection was lost. Start again."); };
+    };
+    const unavailable = (m) => m.type === "result" && m.retry_after
+      && (m.reasons || []).some((r) => r.code === "STORE_UNAVAILABLE");
+
+    function onMessage(ev) {
       const m = JSON.parse(ev.data);
+      if (unavailable(m) && tries < CONNECT_TRIES) {
+        const wait = Math.min(Math.max(Number(m.retry_after) || 5, 1), 15);
+        const unit = wait === 1 ? "second" : "seconds";
+        const text = `The service is briefly unavailable. Trying again in ${wait} ${unit}.`;
+        $("prompt-step").textContent = "Please wait";
+        $("prompt-text").textContent = text;
+        say(text);
+        ws.onerror = null;
+        window.setTimeout(connect, wait * 1000);
+        return;
+      }
       if (m.type === "ready") {
         $("prompt-step").textContent = "Hold still and look at the screen";
         $("prompt-text").textContent = "";
@@ -114,8 +139,8 @@
         stop();
         showResult(m);
       }
-    };
-    ws.onerror = () => { stop(); fail("The connection was lost. Start again."); };
+    }
+    connect();
   }
 
   $("account-form").addEventListener("submit", (ev) => {
