@@ -542,6 +542,17 @@ class RecoveryService:
         )
         return _refusal(recovery_id, exc, 409)
 
+    def release_session(self, session_id: str, attempt: str) -> None:
+        """After a store failure: the session, if ``attempt`` consumed it, may be consumed
+        once more by the same upload or live check (liveness.sessions.release_verification),
+        retried for up to ``outcome_retry_s`` as an outcome is; nothing if the store stays
+        away (the retry is then refused SESSION_ALREADY_USED, as before)."""
+        with contextlib.suppress(StoreUnavailable):
+            retry_unavailable(
+                lambda: release_verification(self.store, session_id, attempt),
+                self.config.outcome_retry_s,
+            )
+
     def _junk(self, client) -> None:
         if client is not None and self.limiter.record_junk(client):
             log.warning("client %s blocked after repeated junk uploads", client)
@@ -610,11 +621,7 @@ class RecoveryService:
             # it (liveness.sessions.begin_verification, "Resuming"); another upload is
             # refused as SESSION_ALREADY_USED, with that outcome recorded. One outcome per
             # recovery (db.py, README "Several instances").
-            with contextlib.suppress(StoreUnavailable):  # then the retry is refused, as before
-                retry_unavailable(
-                    lambda: release_verification(self.store, claims.session_id, attempt),
-                    self.config.outcome_retry_s,
-                )
+            self.release_session(claims.session_id, attempt)
             retry_unavailable(
                 lambda: self.db.release(recovery_id, self.instance), self.config.outcome_retry_s
             )

@@ -48,13 +48,11 @@ from liveness.sessions import (
     StoreUnavailable,
     TokenInvalidError,
     new_attempt,
-    release_verification,
     verify_token,
 )
 from liveness.stream import LiveSession, StreamConfig, StreamInputError
 
 from .app import HEADLINES, STATIC_DIR, RecoveryService, ServiceError, public_result
-from .db import retry_unavailable
 
 log = logging.getLogger("recovery_service.live")
 
@@ -128,9 +126,9 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
             service._junk(client)
             return None, _used()
         # Consumed by "the live check of this session" (no video digest exists yet), so
-        # that when a store then fails before the claim below, _release frees it and the
-        # person's reconnect resumes it instead of being refused as SESSION_ALREADY_USED.
-        # An upload (its own digest) is still refused.
+        # that when a store then fails before the claim below, release_session frees it
+        # and the person's reconnect resumes it instead of being refused as
+        # SESSION_ALREADY_USED. An upload (its own digest) is still refused.
         service.store.consume(claims.session_id, now, _live_key(claims.session_id), attempt)
     except (SessionError, RateLimitedError) as exc:
         if not isinstance(exc, RateLimitedError):
@@ -144,13 +142,13 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
         )
         return None, _refusal(exc.code, exc.message)
     except StoreUnavailable:
-        _release(service, recovery_id, attempt)
+        service.release_session(recovery_id, attempt)
         raise
     try:
         if not service.db.claim(recovery_id, service.instance):
             return None, _used()
     except StoreUnavailable:
-        _release(service, recovery_id, attempt)
+        service.release_session(recovery_id, attempt)
         raise
     return (account, claims), None
 
@@ -158,17 +156,6 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
 def _live_key(session_id: str) -> str:
     """What consumes a session for the live check, in place of a video's digest."""
     return hashlib.sha256(b"live:" + session_id.encode()).hexdigest()
-
-
-def _release(service: RecoveryService, recovery_id: str, attempt: str) -> None:
-    """After a store failure while starting: the session, if this attempt consumed it, may
-    be consumed by the live check once more (retried as an outcome is; nothing if that
-    fails, and the reconnect is then refused)."""
-    with contextlib.suppress(StoreUnavailable):
-        retry_unavailable(
-            lambda: release_verification(service.store, recovery_id, attempt),
-            service.config.outcome_retry_s,
-        )
 
 
 def _finish(service: RecoveryService, session: LiveSession):
