@@ -229,10 +229,12 @@ class RedisSessionStore(RateLimitRules):
         self.namespace = namespace
         self.purge_batch = purge_batch
         p = f"{{{namespace}}}:"
-        names = ("sessions", "consumed", "consumedby", "released", "attempt", "digests")
-        names += ("digestby",)
-        names += ("failseq", "failidx", "blocks", "blocked")
-        self._k = {n: p + n for n in (*names, "fpseq", "fps", "fpsummary", "fptext")}
+        names = (
+            *("sessions", "consumed", "consumedby", "released", "attempt"),
+            *("digests", "digestby", "failseq", "failidx", "blocks", "blocked"),
+            *("fpseq", "fps", "fpsummary", "fptext"),
+        )
+        self._k = {n: p + n for n in names}
         self._fail_prefix = p + "fail:"
         # redis-py's pool notices a fork and opens new connections in the child.
         self._r = redis.Redis.from_url(
@@ -413,9 +415,13 @@ class RedisSessionStore(RateLimitRules):
             self._fail_prefix,
             int(self.purge_batch),
         ]
-        keys = [self._k[n] for n in ("sessions", "consumed", "digests", "failidx")]
-        keys += [self._k[n] for n in ("blocks", "blocked", "consumedby", "released", "digestby")]
-        keys += [self._k["attempt"]]
+        keys = [
+            self._k[n]
+            for n in (
+                *("sessions", "consumed", "digests", "failidx", "blocks", "blocked"),
+                *("consumedby", "released", "digestby", "attempt"),
+            )
+        ]
         total = self._purge_old_fingerprints(now)
         while True:
             with self._call():
