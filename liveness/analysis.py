@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -165,6 +166,7 @@ def analyse_faces(
     measures: dict[int, FaceQuality] | None = None,
     no_face_samples: Sequence[Frame] | None = None,
     face_fraction: float | None = None,
+    pool: Executor | None = None,
 ) -> FaceAnalysis:
     """Quality, keyframes, subject placement, embedding, match, one-person checks and PAD
     of one recording (``meshes``: one per frame of ``video.frames``). Stops early, with the
@@ -176,7 +178,13 @@ def analyse_faces(
     later step looks); ``no_face_samples``: the frames to look at when no face was
     followed (default: all of ``video.frames``); ``face_fraction``: the share of frames
     with a face when ``video.frames`` are not evenly spaced (a landmark plan's first
-    pass, :mod:`liveness.landmark_plan`; default: over ``video.frames``)."""
+    pass, :mod:`liveness.landmark_plan`; default: over ``video.frames``).
+
+    ``pool``: where the model calls may run side by side (the detector at each keyframe,
+    then the PAD ensemble while this thread embeds); its tasks never wait on each other,
+    so two workers suffice. Each call is the one a serial run makes, with the same
+    arguments: the results are the same (``tests/test_analysis_pool.py``). The parts must
+    be safe to call from several threads, as :class:`~liveness.verify.Verifier` requires."""
     clock = clock or Clock()
     cfg = config
     frames = video.frames
@@ -207,12 +215,15 @@ def analyse_faces(
     # are where the detector looks for other faces and where identity is followed.
     keyframes = sorted(set(qp.best) | set(every(present, frames, cfg.keyframe_every_s)))
     with clock("detect"):
-        placed = place_subject(keyframes, frames, meshes, parts.detector, parts.low_detector)
+        placed = place_subject(keyframes, frames, meshes, parts.detector, parts.low_detector, pool)
     quality["keyframes"] = len(keyframes)
 
+    # best frames are good frames (a failed gate scores 0 and is never chosen)
+    usable = [i for i in keyframes if i in placed.subject and i in qp.good]
+    pad_frames = spread(usable, qp.best, cfg.max_pad_frames)
+    pad_args = (parts.pad, frames, placed.subject, pad_frames, cfg.pad_pooling)
+    pad_job = pool.submit(pad_scores, *pad_args) if pool is not None and pad_frames else None
     with clock("embed"):
-        # best frames are good frames (a failed gate scores 0 and is never chosen)
-        usable = [i for i in keyframes if i in placed.subject and i in qp.good]
         emb = embed_frames(parts.embedder, frames, placed.subject, qp.measures, usable)
 
     probe_frames = [i for i in qp.best if i in emb]
@@ -234,9 +245,8 @@ def analyse_faces(
         frames_compared=[frames[i].t for i in probe_frames],
     )
 
-    with clock("attack"):
-        pad_frames = spread(usable, qp.best, cfg.max_pad_frames)
-        scores = pad_scores(parts.pad, frames, placed.subject, pad_frames, cfg.pad_pooling)
+    with clock("attack"):  # with a pool: the wait for the scores begun before embedding
+        scores = pad_job.result() if pad_job is not None else pad_scores(*pad_args)
     return FaceAnalysis(reasons, quality, match, scores)
 
 
@@ -270,11 +280,15 @@ def place_subject(
     meshes: Sequence[FaceMesh | None],
     detector: Detector,
     low_detector: Detector,
+    pool: Executor | None = None,
 ) -> Placement:
     """At each keyframe, the detected face where the landmarks put the subject (tried again
     with ``low_detector`` when none scores above the main threshold there: masks,
-    close-ups), and the other faces."""
-    detections = {i: detector.detect(frames[i].image) for i in keyframes}
+    close-ups), and the other faces. ``pool``: where the keyframes are detected side by
+    side (in order, one call each, as without it)."""
+    images = [frames[i].image for i in keyframes]
+    found = map(detector.detect, images) if pool is None else pool.map(detector.detect, images)
+    detections = dict(zip(keyframes, found, strict=True))
     subject: dict[int, Face] = {}
     others: dict[int, list[Face]] = {}
     unplaced = 0  # keyframes with a clear face, but not where the landmarks put the subject

@@ -15,6 +15,7 @@ Each works on the call's :class:`~liveness.analysis.Evidence`; the thresholds ar
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,19 +80,22 @@ def mesh_evidence(
     thresholds: AppearanceThresholds,
     clock: Clock,
     rest: list[FaceMesh | None] | None = None,
+    pool: Executor | None = None,
 ) -> tuple[list[ActionEvent], list, Consistency]:
     """What the meshes alone show: the actions, kept where the pixels confirm them
     (:func:`liveness.appearance.confirm_events` on ``thumbs``: the events and each check),
     and the whole clip's 3D consistency (:func:`liveness.geometry.consistency`), for
     :func:`attack_evidence`'s ``whole``. ``rest``: the evenly spaced meshes that give the
-    actions' rest values (a landmark plan's first pass). Needs no face analysis, so
-    :class:`~liveness.verify.Verifier` runs it on a second thread beside it."""
+    actions' rest values (a landmark plan's first pass); ``pool``: where the events are
+    checked side by side. Needs no face analysis, so :class:`~liveness.verify.Verifier`
+    runs it on a second thread beside it."""
     with clock("actions"):
         events, checks = confirm_events(
             detect_actions(meshes, mirrored=mirrored, rest=rest),
             thumbs,
             meshes,
             thresholds=thresholds,
+            pool=pool,
         )
     with clock("geometry"):
         whole = consistency(meshes)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from . import models as registry
@@ -87,6 +89,10 @@ class VerifierConfig:
     # A second face counts as another person (MULTIPLE_FACES) in this many keyframes.
     multiple_faces_keyframes: int = 2
     landmark_workers: int = 2
+    # Threads on which the work after decoding runs side by side (the detector at each
+    # keyframe, the PAD models while the faces are embedded, the appearance check of each
+    # event); 0 or 1: one after the other. Same results either way (analysis.analyse_faces).
+    face_workers: int = 2
     # Frames decoded ahead of the landmarker, at most (liveness.keep: the memory bound).
     max_pending_frames: int = 8
     landmark_delegate: str = "cpu"  # MediaPipe's "cpu" (XNNPACK) or "gpu" delegate
@@ -338,7 +344,10 @@ class Verifier:
         # What the meshes alone show (the actions, checked in the pixels, and the whole
         # clip's 3D consistency) is worked out on a second thread while the faces are
         # detected, embedded and scored: each stage waits in native code most of the time.
-        with ThreadPoolExecutor(1, thread_name_prefix="mesh-evidence") as side:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="mesh-evidence") as side,
+            _pool(cfg.face_workers) as pool,
+        ):
             from_meshes = side.submit(
                 mesh_evidence,
                 meshes,
@@ -347,6 +356,7 @@ class Verifier:
                 cfg.event_appearance,
                 clock,
                 even,
+                pool,
             )
             faces = analyse_faces(
                 video,
@@ -359,6 +369,7 @@ class Verifier:
                 measures=kept.measures,
                 no_face_samples=kept.no_face_samples,
                 face_fraction=sum(m is not None for m in even) / max(len(even), 1),
+                pool=pool,
             )
             events, checks, whole = from_meshes.result()
         out.liveness.temporal = motion_evidence(even, events, checks)
@@ -423,3 +434,14 @@ class Verifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A thread pool of ``workers`` threads for one call's face analysis, shut down (after
+    its tasks end) on leaving; ``None`` (run serially) for fewer than two."""
+    if workers < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="faces") as pool:
+        yield pool
