@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> dict:
         "library's)",
     )
     ap.add_argument(
+        "--face-workers",
+        type=int,
+        default=None,
+        help="threads for the work after decoding (VerifierConfig.face_workers; 0: one "
+        "step after the other; default: the library's)",
+    )
+    ap.add_argument(
         "--providers",
         nargs="+",
         metavar="SET",
@@ -218,6 +225,8 @@ def timed(args, clip: Path) -> dict:
     )
     if args.landmark_plan is not None:
         cfg = replace(cfg, landmark_plan=LandmarkPlan() if args.landmark_plan == "on" else None)
+    if args.face_workers is not None:
+        cfg = replace(cfg, face_workers=args.face_workers)
     v = Verifier(args.model_dir, config=cfg)
     load_s = time.perf_counter() - t0
     try:
@@ -281,6 +290,7 @@ def timed(args, clip: Path) -> dict:
         "naive_frames": naive_frames,
         "speedup_vs_naive": None if naive_wall is None else round(naive_wall / wall, 2),
         "sample_fps": cfg.sample_fps,
+        "face_workers": cfg.face_workers,
         "repeat": args.repeat,
         "cores": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -118,6 +118,8 @@ def test_videos_and_speed_on_the_tiny_clip(data_dir, model_dir, tmp_path, capsys
             "frame:1.0",
             "--repeat",
             "1",
+            "--face-workers",
+            "0",
             "--model-dir",
             str(model_dir),
             "--no-progress",
@@ -125,6 +127,7 @@ def test_videos_and_speed_on_the_tiny_clip(data_dir, model_dir, tmp_path, capsys
     )
     printed = last_json(capsys)
     assert REQUIRED["speed"] <= set(printed)
+    assert printed["face_workers"] == 0
     assert printed["frames_decoded"] == 75 and printed["naive_wall_s"] > 0
     # the landmarker's graph threads and the forked decoder both did work in the call
     assert 0 < printed["landmarker_graph_cpu_s"] < printed["cpu_s"]
