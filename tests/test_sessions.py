@@ -555,10 +555,10 @@ class _RacyStore(MemorySessionStore):
     """Check-then-set without a lock: the bug the race tests exist to catch."""
 
     def consume(self, session_id, now, digest=None, attempt=None):
-        if self._sessions[session_id][1] is not None:
+        if self._sessions[session_id].consumed_at is not None:
             raise SessionAlreadyUsedError()
         time.sleep(0.05)  # widen the gap between the check and the set
-        self._sessions[session_id][1] = now
+        self._sessions[session_id].consumed_at = now
 
 
 def test_race_harness_catches_a_non_atomic_store(keyring):

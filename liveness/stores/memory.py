@@ -23,6 +23,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MemorySessionStore"]
 
 
+@dataclass
+class _Session:
+    """One issued session; ``None`` where unset. ``consumed_by``: the digest of the video
+    that consumed it; ``attempt``: the try that did (see :meth:`SessionStore.release`)."""
+
+    expires_at: float
+    consumed_at: float | None = None
+    consumed_by: str | None = None
+    released_at: float | None = None
+    attempt: str | None = None
+
+
 @dataclass(eq=False)  # identity, not contents: two stores are never "the same store"
 class MemorySessionStore(RateLimitRules):
     """A :class:`~liveness.stores.SessionStore` in this process's memory, behind one lock:
@@ -33,9 +45,7 @@ class MemorySessionStore(RateLimitRules):
     digest_retention: float = DEFAULT_DIGEST_RETENTION
     max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    # session id -> [expires_at, consumed_at, consumed_by (a digest), released_at, attempt];
-    # None when unset
-    _sessions: dict[str, list] = field(default_factory=dict, init=False, repr=False)
+    _sessions: dict[str, _Session] = field(default_factory=dict, init=False, repr=False)
     # digest -> (seen_at, the session that submitted it or None)
     _digests: dict[str, tuple[float, str | None]] = field(
         default_factory=dict, init=False, repr=False
@@ -59,7 +69,7 @@ class MemorySessionStore(RateLimitRules):
         with self._lock:
             if claims.session_id in self._sessions:
                 raise duplicate_session(claims.session_id)
-            self._sessions[claims.session_id] = [claims.expires_at, None, None, None, None]
+            self._sessions[claims.session_id] = _Session(claims.expires_at)
 
     def is_known(self, session_id: str) -> bool:
         with self._lock:
@@ -76,12 +86,12 @@ class MemorySessionStore(RateLimitRules):
             rec = self._sessions.get(session_id)
             if rec is None:
                 raise unknown_session()
-            if rec[1] is None:
-                rec[1], rec[2], rec[4] = now, digest, attempt
-            elif digest is not None and rec[2] == digest and rec[3] is not None:
-                rec[3], rec[4] = None, attempt  # resumed by its video after a release
+            if rec.consumed_at is None:
+                rec.consumed_at, rec.consumed_by, rec.attempt = now, digest, attempt
+            elif digest is not None and rec.consumed_by == digest and rec.released_at is not None:
+                rec.released_at, rec.attempt = None, attempt  # resumed by its video
             else:
-                raise already_used(rec[1])
+                raise already_used(rec.consumed_at)
 
     def record_video_digest(
         self, digest: str, now: float, session_id: str | None = None
@@ -95,8 +105,8 @@ class MemorySessionStore(RateLimitRules):
     def release(self, session_id: str, attempt: str, now: float) -> None:
         with self._lock:
             rec = self._sessions.get(session_id)
-            if rec is not None and attempt is not None and rec[4] == attempt:
-                rec[3] = now
+            if rec is not None and attempt is not None and rec.attempt == attempt:
+                rec.released_at = now
 
     def add_failure(self, account: str, now: float) -> int:
         with self._lock:
@@ -151,7 +161,7 @@ class MemorySessionStore(RateLimitRules):
             for fid in [i for i, (t, *_) in self._fingerprints.items() if t < old]:
                 del self._fingerprints[fid]
                 removed += 1
-            for sid in [s for s, r in self._sessions.items() if r[0] < now - SESSION_GRACE]:
+            for sid in [s for s, r in self._sessions.items() if r.expires_at < now - SESSION_GRACE]:
                 del self._sessions[sid]
                 removed += 1
             for d in [d for d, (t, _) in self._digests.items() if t < now - self.digest_retention]:
