@@ -130,6 +130,8 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
         # and the person's reconnect resumes it instead of being refused as
         # SESSION_ALREADY_USED. An upload (its own digest) is still refused.
         service.store.consume(claims.session_id, now, _live_key(claims.session_id), attempt)
+        if not service.db.claim(recovery_id, service.instance):
+            return None, _used()
     except (SessionError, RateLimitedError) as exc:
         if not isinstance(exc, RateLimitedError):
             service._junk(client)
@@ -141,12 +143,6 @@ def _claim(service: RecoveryService, recovery_id: str, token: str, client: str =
             reason_codes=[exc.code],
         )
         return None, _refusal(exc.code, exc.message)
-    except StoreUnavailable:
-        service.release_session(recovery_id, attempt)
-        raise
-    try:
-        if not service.db.claim(recovery_id, service.instance):
-            return None, _used()
     except StoreUnavailable:
         service.release_session(recovery_id, attempt)
         raise
