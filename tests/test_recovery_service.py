@@ -94,10 +94,23 @@ def all_keys(x) -> set[str]:
 
 @pytest.fixture(scope="module")
 def genuine(client, data_dir):
-    """The genuine flow once: reference from the clip at 7.5 s, then the clip itself."""
+    """The genuine flow once: reference from the clip at 7.5 s, then the clip itself.
+
+    The actions are pinned to a head turn first, which the clip (a talking head) never
+    shows: a random draw of "blink, smile, ..." matches the clip's own blinks and smiles in
+    order, but outside the token's time windows (CHALLENGE_OUT_OF_TIME instead of
+    CHALLENGE_NOT_COMPLETED): 8 of the sequences draw_actions can give, which made this
+    test fail now and then."""
     r = enroll(client, "wda", png_of(data_dir, GENUINE, 7.5))
     assert r.status_code == 200, r.text
-    session = start(client, "wda")
+    from liveness.actions import Action
+    from liveness.sessions import issue
+
+    pinned = [Action.TURN_LEFT, Action.BLINK, Action.LOOK_UP]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(issue, "draw_actions", lambda count, exclude=(): list(pinned))
+        session = start(client, "wda")
+    assert session["actions"] == [a.value for a in pinned]
     return session, upload(client, session, (data_dir / GENUINE).read_bytes())
 
 
